@@ -1,0 +1,174 @@
+//! The command line: every flag, its default and its help text, in one place.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpdemo",
+    version,
+    about = "A TCP server that uppercases what it receives and echoes it back, its client, and a load generator",
+    after_help = "Examples:\n  tcpdemo server --port 1234\n  tcpdemo client \"Hello, Server!\"\n  producer | tcpdemo client > out\n  tcpdemo bench --mode rr --connections 50"
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q hides info, -qq hides warnings); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Accept connections and echo every byte back, ASCII-uppercased
+    #[command(
+        after_help = "Example:\n  tcpdemo server --port 0    # picks a free port and prints it"
+    )]
+    Server(ServerArgs),
+
+    /// Send a message (or stdin) to a server and print its reply
+    #[command(
+        after_help = "A message that starts with '-' goes after '--': tcpdemo client -- -x\n\n\
+                            Examples:\n  tcpdemo client \"Hello, Server!\"\n  \
+                            tcpdemo client < file > out\n  printf 'abc' | tcpdemo client"
+    )]
+    Client(ClientArgs),
+
+    /// Measure an echo server: requests/s and latency, throughput, or connections/s
+    #[command(
+        after_help = "Example:\n  tcpdemo bench --mode rr --connections 50 --size 64 --duration 5"
+    )]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on: an IP or a name; '::' also accepts IPv4 where the system allows
+    #[arg(short = 'H', long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on; 0 picks a free one
+    #[arg(short, long, default_value_t = 1234)]
+    pub port: u16,
+
+    /// Length of the kernel's queue of connections not yet accepted (capped by net.core.somaxconn)
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub backlog: u32,
+
+    /// Connections served at once; further clients wait in the listen queue until one closes
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Close a connection that sends nothing, or reads nothing we send, for this long [default: none]
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub idle_timeout: Option<Duration>,
+
+    /// On SIGINT/SIGTERM, let open connections finish for this long before cutting them
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
+    pub grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server to connect to: an IP or a name (every address it resolves to is tried)
+    #[arg(short = 'H', long, default_value = "localhost")]
+    pub host: String,
+
+    /// Server port
+    #[arg(short, long, default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Bound each connect attempt and, once all input is sent, each wait for the server [default: connect 10s, reply none]
+    #[arg(short, long, value_name = "SECS", value_parser = positive_secs)]
+    pub timeout: Option<Duration>,
+
+    /// Words to send, joined by single spaces; none (or '-') streams stdin instead
+    #[arg(value_name = "MESSAGE")]
+    pub message: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Request/response: send SIZE bytes, wait for the reply, repeat
+    Rr,
+    /// Stream both ways as fast as possible
+    Stream,
+    /// Connect, send SIZE bytes, half-close, read the reply, close; repeat
+    Connect,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server to measure
+    #[arg(short = 'H', long, default_value = "localhost")]
+    pub host: String,
+
+    /// Server port
+    #[arg(short, long, default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// What to measure
+    #[arg(short, long, value_enum, default_value_t = BenchMode::Rr)]
+    pub mode: BenchMode,
+
+    /// Connections (rr, stream) or workers (connect) running at once
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
+    /// Bytes per request (rr, connect) or per write (stream) [default: 64; stream: 65536]
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=(64 << 20)))]
+    pub size: Option<u32>,
+
+    /// How long to run
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = positive_secs)]
+    pub duration: Duration,
+
+    /// Expect an unmodified echo (RFC 862) instead of an uppercased one
+    #[arg(long)]
+    pub plain: bool,
+
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn secs(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value).map_err(|_| format!("'{text}' is not a valid duration"))
+}
+
+fn positive_secs(text: &str) -> Result<Duration, String> {
+    match secs(text)? {
+        d if d.is_zero() => Err("must be more than 0 seconds".into()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_reject_zero_and_garbage() {
+        assert_eq!(positive_secs("0.25"), Ok(Duration::from_millis(250)));
+        assert!(positive_secs("0").is_err());
+        assert!(positive_secs("-1").is_err());
+        assert!(positive_secs("soon").is_err());
+        assert!(positive_secs("inf").is_err());
+        assert_eq!(secs("0"), Ok(Duration::ZERO));
+    }
+}

@@ -1,0 +1,10 @@
+//! tcpdemo: a TCP server that echoes what it receives, ASCII-uppercased; its client; and a load
+//! generator that measures any echo server. The modules are public so tests can reach them.
+
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod fdlimit;
+pub mod server;
+pub mod transform;
+mod workers;

@@ -1,0 +1,172 @@
+//! A cache of connection threads.
+//!
+//! Every connection still has a thread of its own while it lives; a thread whose connection has
+//! closed waits a while for the next one instead of exiting, so a stream of short connections
+//! does not pay a thread's start and teardown each time.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+pub struct Workers {
+    shared: Arc<Shared>,
+    stack_size: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    job_ready: Condvar,
+    keep_alive: Duration,
+}
+
+/// `idle` counts waiting threads not yet promised a job, so `queue.len()` never exceeds the
+/// number of waiting threads and a queued job is always picked up at once.
+#[derive(Default)]
+struct State {
+    idle: usize,
+    queue: VecDeque<Job>,
+}
+
+impl Workers {
+    /// Threads get `stack_size` bytes of stack and exit after `keep_alive` without work.
+    pub fn new(stack_size: usize, keep_alive: Duration) -> Self {
+        let shared = Shared {
+            state: Mutex::default(),
+            job_ready: Condvar::new(),
+            keep_alive,
+        };
+        Workers {
+            shared: Arc::new(shared),
+            stack_size,
+        }
+    }
+
+    /// Runs `job` on an idle thread, or on a new one when none is idle. On error (the system
+    /// refused a new thread) the job is dropped without running.
+    pub fn execute(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if state.idle > 0 {
+            state.idle -= 1;
+            state.queue.push_back(Box::new(job));
+            drop(state);
+            self.shared.job_ready.notify_one();
+            return Ok(());
+        }
+        drop(state);
+        let shared = Arc::clone(&self.shared);
+        thread::Builder::new()
+            .name("conn".into())
+            .stack_size(self.stack_size)
+            .spawn(move || {
+                job();
+                shared.serve_until_idle();
+            })?;
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Jobs run outside the lock, so a poisoned lock still guards consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn serve_until_idle(&self) {
+        while let Some(job) = self.next_job() {
+            job();
+        }
+    }
+
+    fn next_job(&self) -> Option<Job> {
+        let mut state = self.lock();
+        state.idle += 1;
+        let deadline = Instant::now() + self.keep_alive;
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                return Some(job);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                state.idle -= 1;
+                return None;
+            }
+            state = self
+                .job_ready
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn finished_threads_are_reused() {
+        let workers = Workers::new(64 * 1024, Duration::from_secs(10));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..20 {
+            let tx = tx.clone();
+            workers
+                .execute(move || tx.send(thread::current().id()).unwrap())
+                .unwrap();
+            // Wait for the job, then for its thread to be idle again, before the next one.
+            rx.recv().unwrap();
+            while workers.shared.lock().idle == 0 {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(
+            workers.shared.lock().idle,
+            1,
+            "one thread served all 20 jobs"
+        );
+    }
+
+    #[test]
+    fn busy_threads_do_not_delay_new_jobs() {
+        let workers = Workers::new(64 * 1024, Duration::from_secs(10));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let (done_tx, done_rx) = mpsc::channel();
+        for _ in 0..8 {
+            let (rx, tx) = (Arc::clone(&release_rx), done_tx.clone());
+            workers
+                .execute(move || {
+                    let _ = rx.lock().unwrap().recv();
+                    tx.send(()).unwrap();
+                })
+                .unwrap();
+        }
+        // All eight block on the one release channel; a ninth job must still run.
+        let (tx, rx) = mpsc::channel();
+        workers.execute(move || tx.send(()).unwrap()).unwrap();
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("ninth job ran");
+        drop(release_tx);
+        for _ in 0..8 {
+            done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+    }
+
+    #[test]
+    fn idle_threads_exit_after_keep_alive() {
+        let workers = Workers::new(64 * 1024, Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel();
+        workers.execute(move || tx.send(()).unwrap()).unwrap();
+        rx.recv().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&workers.shared) > 1 {
+            assert!(Instant::now() < deadline, "idle thread did not exit");
+            thread::yield_now();
+        }
+        assert_eq!(workers.shared.lock().idle, 0);
+    }
+}
