@@ -45,7 +45,12 @@ pub fn run(options: Options) -> Result<()> {
             }
         }
         None => {
-            let stdin = File::from(io::stdin().as_fd().try_clone_to_owned().context("cannot open stdin")?);
+            let stdin = File::from(
+                io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("cannot open stdin")?,
+            );
             exchange(stream, stdin, &stdout, options.timeout)?;
         }
     }

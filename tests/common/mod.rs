@@ -1,0 +1,272 @@
+//! Helpers for tests that run the real binary: a server guard that starts `tcpdemo server` on
+//! port 0, reads the port from its `listening on` line, collects its log, and kills it on drop.
+#![allow(dead_code)] // each test file uses its own share of these
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tcpdemo");
+
+pub fn tcpdemo() -> Command {
+    let mut command = Command::new(BIN);
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// The log a child writes to stderr, as it arrives.
+#[derive(Clone, Default)]
+pub struct Log(Arc<(Mutex<String>, Condvar)>);
+
+impl Log {
+    fn collect(&self, stream: impl Read + Send + 'static) {
+        let log = self.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let (text, changed) = &*log.0;
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                changed.notify_all();
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        self.0.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` `times` times; false on timeout.
+    pub fn wait_for_count(&self, needle: &str, times: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (text, changed) = &*self.0;
+        let mut text = text.lock().unwrap();
+        while text.matches(needle).count() < times {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            text = changed.wait_timeout(text, left).unwrap().0;
+        }
+        true
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_count(needle, 1, timeout)
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub log: Log,
+    pid: i32,
+    exited: Receiver<(ExitStatus, String)>,
+    status: Option<ExitStatus>,
+    /// What the server printed on stdout after its `listening on` line, known once it exited.
+    pub more_stdout: String,
+}
+
+impl Server {
+    /// `tcpdemo server --port 0 ARGS...`
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = tcpdemo();
+        command.args(["server", "--port", "0"]).args(args);
+        Server::spawn(command)
+    }
+
+    /// Runs a prepared command that starts a server and prints its `listening on` line.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let log = Log::default();
+        log.collect(child.stderr.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        let Some(addr) = line.trim_end().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "server did not start: stdout {line:?}, log:\n{}",
+                log.text()
+            );
+        };
+        let addr: SocketAddr = addr.parse().expect("an address in the listening line");
+        let pid = child.id() as i32;
+        let (tx, exited) = mpsc::channel();
+        thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stdout.read_to_string(&mut rest);
+            if let Ok(status) = child.wait() {
+                let _ = tx.send((status, rest));
+            }
+        });
+        Server {
+            addr,
+            log,
+            pid,
+            exited,
+            status: None,
+            more_stdout: String::new(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn port_arg(&self) -> String {
+        self.port().to_string()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.addr).expect("connect to the server")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory effects; the pid is our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0, "send signal");
+    }
+
+    /// Waits for the server to exit; `None` if it is still running after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok((status, rest)) = self.exited.recv_timeout(timeout) {
+                self.status = Some(status);
+                self.more_stdout = rest;
+            }
+        }
+        self.status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.wait(Duration::ZERO).is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.wait(Duration::from_secs(10));
+        }
+    }
+}
+
+/// A client child process whose stdin the test controls.
+pub struct Client {
+    pub child: Child,
+}
+
+impl Client {
+    pub fn start(args: &[&str]) -> Client {
+        let child = tcpdemo()
+            .arg("client")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the client");
+        Client { child }
+    }
+
+    pub fn stdin(&mut self) -> &mut ChildStdin {
+        self.child.stdin.as_mut().unwrap()
+    }
+
+    /// Closes stdin and collects the client's output and exit status.
+    pub fn finish(&mut self) -> std::process::Output {
+        drop(self.child.stdin.take());
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_end(&mut stdout).unwrap();
+        }
+        if let Some(mut err) = self.child.stderr.take() {
+            err.read_to_end(&mut stderr).unwrap();
+        }
+        let status = self.child.wait().unwrap();
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stdin().write_all(bytes).unwrap();
+        self.stdin().flush().unwrap();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads from `stream` until `want` bytes arrived, EOF, or `timeout`.
+pub fn read_upto(stream: &mut TcpStream, want: usize, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure can be reproduced.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Sends `data` and reads the reply at the same time, then half-closes; returns the reply.
+pub fn round_trip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    let mut reader = stream.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            (&stream).write_all(data).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut reply = Vec::with_capacity(data.len());
+        reader.read_to_end(&mut reply).unwrap();
+        reply
+    })
+}
+
+/// A port nothing listens on: bound by the kernel's choice, then released.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
