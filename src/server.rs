@@ -88,7 +88,7 @@ pub fn run(config: Config) -> Result<()> {
 
     let summary = server.run();
     info!(
-        "shutdown: {} connections served, {} bytes echoed, {} cut at shutdown",
+        "shutdown: connections served: {}, bytes echoed: {}, cut at shutdown: {}",
         summary.served, summary.bytes, summary.cut
     );
     Ok(())

@@ -134,6 +134,22 @@ impl Server {
         TcpStream::connect(self.addr).expect("connect to the server")
     }
 
+    /// CPU time the server has used so far (Linux: from /proc).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read /proc");
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf only reads a configuration value.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill has no memory effects; the pid is our own child, not yet reaped.
         assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0, "send signal");

@@ -1,0 +1,400 @@
+//! The server under load, faults and hostile clients, and its clean stop.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Tests here hold many sockets; a machine's default soft limit (often 1024) is too low.
+fn allow_many_sockets() {
+    tcpdemo::fdlimit::raise().expect("raise the open-file limit");
+}
+
+fn open_idle(server: &Server, count: usize) -> Vec<TcpStream> {
+    (0..count).map(|_| server.connect()).collect()
+}
+
+fn ask(server: &Server, message: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut stream = server.connect();
+    stream.write_all(message).unwrap();
+    read_upto(&mut stream, message.len(), timeout)
+}
+
+#[test]
+fn a_new_client_is_served_promptly_while_1000_idle_connections_are_open() {
+    allow_many_sockets();
+    let server = Server::start(&["-q"]);
+    let idle = open_idle(&server, 1000);
+    let started = Instant::now();
+    assert_eq!(
+        ask(&server, b"still here?", Duration::from_secs(10)),
+        b"STILL HERE?"
+    );
+    // Generous for a loaded CI machine; a server stuck behind its idle connections takes forever.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+#[test]
+fn at_max_connections_a_new_client_waits_and_is_served_when_a_slot_frees() {
+    let server = Server::start(&["--max-connections", "10"]);
+    let mut idle = open_idle(&server, 10);
+    // Each is known to the server once it echoes; then all ten slots are taken.
+    for stream in &mut idle {
+        stream.write_all(b"x").unwrap();
+        assert_eq!(read_upto(stream, 1, Duration::from_secs(10)), b"X");
+    }
+    let mut waiting = server.connect(); // completes in the kernel's listen queue
+    waiting.write_all(b"eleventh").unwrap();
+    assert!(
+        server
+            .log
+            .wait_for("connection limit reached", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(
+        read_upto(&mut waiting, 8, Duration::from_millis(500)),
+        b"",
+        "served beyond the limit"
+    );
+
+    drop(idle.pop());
+    assert_eq!(
+        read_upto(&mut waiting, 8, Duration::from_secs(10)),
+        b"ELEVENTH"
+    );
+    assert!(
+        server
+            .log
+            .wait_for("accepting again", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_connection_but_not_a_slow_one() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut silent = server.connect();
+    let mut slow = server.connect();
+    let trickle = thread::spawn(move || {
+        // One byte every 300 ms for 3 s: slower than the data, never idle for a whole second.
+        let mut echoed = Vec::new();
+        for _ in 0..10 {
+            slow.write_all(b"z").unwrap();
+            echoed.extend(read_upto(&mut slow, 1, Duration::from_secs(5)));
+            thread::sleep(Duration::from_millis(300));
+        }
+        slow.write_all(b"!").unwrap();
+        echoed.extend(read_upto(&mut slow, 1, Duration::from_secs(5)));
+        echoed
+    });
+
+    let started = Instant::now();
+    assert_eq!(
+        read_upto(&mut silent, 1, Duration::from_secs(10)),
+        b"",
+        "silent one was closed"
+    );
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed too early: {closed_after:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed too late: {closed_after:?}"
+    );
+    assert_eq!(
+        trickle.join().unwrap(),
+        b"ZZZZZZZZZZ!",
+        "slow one was served throughout"
+    );
+    assert!(
+        server.log.wait_for("idle for 1s", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+}
+
+#[test]
+fn idle_timeout_disconnects_a_client_that_sends_but_never_reads() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut hog = server.connect();
+    hog.set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let started = Instant::now();
+    let error = loop {
+        // Bounded: a server that never cut us off would fail the assertion, not hang.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never disconnected"
+        );
+        if let Err(e) = hog.write_all(&chunk) {
+            break e;
+        }
+    };
+    assert!(
+        matches!(
+            error.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+        ),
+        "{error:?}"
+    );
+    // The close line is logged by the connection's thread as it finishes: the thread is free.
+    assert!(
+        server
+            .log
+            .wait_for("peer stopped reading for 1s", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(ask(&server, b"next", Duration::from_secs(10)), b"NEXT");
+}
+
+#[test]
+fn a_reset_mid_stream_does_not_disturb_another_client() {
+    let server = Server::start(&[]);
+    let data = random_bytes(8 << 20, 7);
+    let addr = server.addr;
+    let checked = thread::spawn(move || round_trip(addr, &data) == data.to_ascii_uppercase());
+
+    let rude = server.connect();
+    let writer = rude.try_clone().unwrap();
+    let sent = thread::spawn(move || {
+        let _ = (&writer).write_all(&random_bytes(1 << 20, 8));
+    });
+    let mut first = [0u8; 1];
+    (&rude).read_exact(&mut first).unwrap();
+    socket2::SockRef::from(&rude)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    rude.shutdown(Shutdown::Read).unwrap();
+    drop(rude); // RST, with the server mid-echo
+    sent.join().unwrap();
+
+    assert!(checked.join().unwrap(), "8 MiB round trip differs");
+    assert!(server.log.wait_for("closed", Duration::from_secs(10)));
+    assert!(
+        !server.log.text().contains("WARN"),
+        "a reset is routine:\n{}",
+        server.log.text()
+    );
+    assert_eq!(ask(&server, b"ok", Duration::from_secs(10)), b"OK");
+}
+
+#[test]
+fn a_server_started_with_ulimit_n_256_holds_1000_connections() {
+    allow_many_sockets();
+    let mut command = Command::new("sh");
+    command.env_remove("RUST_LOG").args([
+        "-c",
+        r#"ulimit -S -n 256 && exec "$0" -v server --port 0"#,
+        BIN,
+    ]);
+    let server = Server::spawn(command);
+    assert!(
+        server
+            .log
+            .wait_for("open-file limit", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    assert!(
+        server.log.text().contains("(was 256)"),
+        "{}",
+        server.log.text()
+    );
+    let mut held = open_idle(&server, 1000);
+    for (i, stream) in held.iter_mut().enumerate() {
+        let message = format!("c{i}.");
+        stream.write_all(message.as_bytes()).unwrap();
+        assert_eq!(
+            read_upto(stream, message.len(), Duration::from_secs(10)),
+            message.to_uppercase().as_bytes()
+        );
+    }
+    assert!(
+        !server.log.text().contains("accept failed"),
+        "{}",
+        server.log.text()
+    );
+}
+
+#[test]
+fn sigterm_lets_open_connections_finish_then_exits_0_and_frees_the_port() {
+    let mut server = Server::start(&["--grace", "10"]);
+    let mut open = server.connect();
+    open.write_all(b"before").unwrap();
+    assert_eq!(read_upto(&mut open, 6, Duration::from_secs(10)), b"BEFORE");
+    server.signal(libc::SIGTERM);
+    assert!(
+        server
+            .log
+            .wait_for("SIGTERM received", Duration::from_secs(10))
+    );
+
+    // New connects are refused at once; the open connection still works.
+    let refused = TcpStream::connect(server.addr)
+        .map(|mut s| s.write_all(b"x").and_then(|()| (&s).read(&mut [0u8; 1])));
+    assert!(
+        !matches!(refused, Ok(Ok(1))),
+        "served a new connection after SIGTERM"
+    );
+    open.write_all(b"during").unwrap();
+    assert_eq!(read_upto(&mut open, 6, Duration::from_secs(10)), b"DURING");
+
+    let started = Instant::now();
+    open.shutdown(Shutdown::Write).unwrap();
+    let status = server.wait(Duration::from_secs(20)).expect("server exited");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not exit when the last connection closed"
+    );
+    assert!(
+        server
+            .log
+            .text()
+            .contains("shutdown: connections served: 1, bytes echoed: 12, cut at shutdown: 0"),
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(
+        server.more_stdout, "",
+        "stdout holds only the listening line"
+    );
+    TcpListener::bind(server.addr).expect("port free again");
+}
+
+#[test]
+fn after_the_grace_period_idle_connections_are_cut_and_the_server_exits_0() {
+    let mut server = Server::start(&["--grace", "0.5"]);
+    let mut idle = server.connect();
+    idle.write_all(b"hi").unwrap();
+    assert_eq!(read_upto(&mut idle, 2, Duration::from_secs(10)), b"HI");
+    let started = Instant::now();
+    server.signal(libc::SIGINT);
+    let status = server.wait(Duration::from_secs(20)).expect("server exited");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        read_upto(&mut idle, 1, Duration::from_secs(5)),
+        b"",
+        "cut connection sees EOF"
+    );
+    assert!(
+        server.log.text().contains("cut at shutdown: 1"),
+        "{}",
+        server.log.text()
+    );
+    assert!(
+        server.log.text().contains("cut at shutdown\n"),
+        "its close line says why"
+    );
+    TcpListener::bind(server.addr).expect("port free again");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = Server::start(&["--grace", "60"]);
+    let mut idle = server.connect();
+    idle.write_all(b"hi").unwrap();
+    assert_eq!(read_upto(&mut idle, 2, Duration::from_secs(10)), b"HI");
+    server.signal(libc::SIGTERM);
+    assert!(
+        server
+            .log
+            .wait_for("waiting up to", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait(Duration::from_secs(10))
+        .expect("exited well before the 60 s grace");
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn a_hundred_clients_with_random_binary_payloads_all_get_exact_replies() {
+    let server = Server::start(&["-q"]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..100u64)
+        .map(|i| {
+            thread::spawn(move || {
+                // Sizes spread from 1 byte to 1 MiB, pseudo-random but reproducible.
+                let size = 1
+                    + (random_bytes(3, i + 100)
+                        .iter()
+                        .fold(0usize, |a, &b| a << 8 | b as usize)
+                        % (1 << 20));
+                let data = random_bytes(size, i);
+                round_trip(addr, &data) == data.to_ascii_uppercase()
+            })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        assert!(client.join().unwrap(), "client {i} got a wrong reply");
+    }
+}
+
+#[test]
+fn out_of_descriptors_the_server_pauses_warns_rarely_and_resumes_by_itself() {
+    let mut command = Command::new("sh");
+    // Soft and hard limit both 40: raising cannot help, accept runs into EMFILE.
+    command.env_remove("RUST_LOG").args([
+        "-c",
+        r#"ulimit -n 40 && exec "$0" server --port 0"#,
+        BIN,
+    ]);
+    let server = Server::spawn(command);
+    assert!(server.log.wait_for(
+        "exceeds what the open-file limit of 40 allows",
+        Duration::from_secs(10)
+    ));
+
+    let mut streams = open_idle(&server, 60);
+    assert!(
+        server
+            .log
+            .wait_for("accept failed", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    let cpu_before = server.cpu_time();
+    thread::sleep(Duration::from_secs(2)); // let the server sit out of descriptors for a while
+    let cpu_used = server.cpu_time() - cpu_before;
+    assert!(
+        cpu_used < Duration::from_millis(500),
+        "spinning: {cpu_used:?} of CPU in 2 s"
+    );
+    let warnings = server.log.text().matches("accept failed").count();
+    assert!(
+        warnings <= 4,
+        "{warnings} accept warnings in about 2 s:\n{}",
+        server.log.text()
+    );
+
+    // Free descriptors: the connections that waited in the queue are served, in turn.
+    let last = streams.pop().unwrap();
+    streams.truncate(5);
+    let mut last = last;
+    last.write_all(b"finally").unwrap();
+    assert_eq!(read_upto(&mut last, 7, Duration::from_secs(10)), b"FINALLY");
+}
