@@ -1,0 +1,149 @@
+//! `tcpdemo bench` against our server and against deliberately odd ones.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+use assert_cmd::Command as AssertCommand;
+use common::*;
+
+fn bench(port: u16, args: &[&str]) -> std::process::Output {
+    AssertCommand::new(BIN)
+        .env_remove("RUST_LOG")
+        .args([
+            "bench",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--duration",
+            "0.5",
+        ])
+        .args(args)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap()
+}
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {output:?}"))
+}
+
+#[test]
+fn every_mode_runs_against_the_server_without_errors() {
+    let server = Server::start(&["-q"]);
+    for (mode, connections) in [("rr", "4"), ("stream", "2"), ("connect", "2")] {
+        let output = bench(
+            server.port(),
+            &["--mode", mode, "--connections", connections, "--json"],
+        );
+        assert!(output.status.success(), "{mode}: {output:?}");
+        let report = json(&output);
+        assert_eq!(report["mode"], mode);
+        assert_eq!(report["errors"], 0, "{report}");
+        assert!(report["operations"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["received_mib_per_second"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        if mode != "stream" {
+            let latency = &report["latency_us"];
+            assert!(
+                latency["min"].as_f64().unwrap() <= latency["p50"].as_f64().unwrap(),
+                "{report}"
+            );
+            assert!(
+                latency["p99_9"].as_f64().unwrap() <= latency["max"].as_f64().unwrap(),
+                "{report}"
+            );
+        }
+    }
+}
+
+#[test]
+fn large_requests_do_not_deadlock_and_the_table_is_readable() {
+    let server = Server::start(&["-q"]);
+    let output = bench(server.port(), &["--mode", "rr", "--size", "1000000"]);
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    for row in [
+        "requests",
+        "throughput",
+        "latency",
+        "p99.9",
+        "errors       0",
+    ] {
+        assert!(table.contains(row), "table lacks {row:?}:\n{table}");
+    }
+}
+
+/// Serves each connection with `reply`, applied to each chunk read and the stream offset.
+fn odd_server(reply: fn(&[u8], usize) -> Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let mut buf = vec![0; 64 * 1024];
+                let mut offset = 0;
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&reply(&buf[..n], offset)).is_err() {
+                        break;
+                    }
+                    offset += n;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Loses the byte at offset 10 of every connection.
+fn drop_a_byte(chunk: &[u8], offset: usize) -> Vec<u8> {
+    let mut out = chunk.to_ascii_uppercase();
+    if (offset..offset + chunk.len()).contains(&10) {
+        out.remove(10 - offset);
+    }
+    out
+}
+
+#[test]
+fn a_server_that_drops_a_byte_makes_bench_exit_1() {
+    let port = odd_server(drop_a_byte);
+    for mode in ["connect", "stream"] {
+        let output = bench(port, &["--mode", mode, "--json"]);
+        assert_eq!(output.status.code(), Some(1), "{mode}: {output:?}");
+        assert!(json(&output)["errors"].as_u64().unwrap() > 0);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains("errors during the run"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn plain_mode_measures_an_unmodified_echo() {
+    let port = odd_server(|chunk, _| chunk.to_vec());
+    let output = bench(port, &["--plain", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(json(&output)["errors"], 0);
+    // The same server is wrong for the default, uppercasing, expectation.
+    let output = bench(port, &["--json"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+}
+
+#[test]
+fn no_server_is_one_clear_error() {
+    let port = closed_port();
+    let output = bench(port, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!("error: cannot connect to 127.0.0.1:{port}: Connection refused (os error 111)\n")
+    );
+}
