@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,9 @@ use log::debug;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Large copies: one syscall moves a lot, and a pipe of gigabytes costs few of them.
 const COPY_BUF: usize = 256 * 1024;
+/// A message this small fits an empty socket's send buffer (16 KiB at least on Linux), so its
+/// write cannot block on the reply and needs no thread of its own.
+const INLINE_MESSAGE: usize = 8 * 1024;
 
 pub struct Options {
     pub host: String,
@@ -40,7 +43,12 @@ pub fn run(options: Options) -> Result<()> {
     match options.message {
         Some(message) => {
             // Like echo: the reply gets a newline, unless stdout closed before the reply ended.
-            if exchange(stream, io::Cursor::new(message), &stdout, options.timeout)? {
+            let finished = if message.len() <= INLINE_MESSAGE {
+                exchange_small(stream, &message, &stdout, options.timeout)?
+            } else {
+                exchange(stream, io::Cursor::new(message), &stdout, options.timeout)?
+            };
+            if finished {
                 write_out(&stdout, b"\n")?;
             }
         }
@@ -107,25 +115,31 @@ pub fn exchange(
         stream: stream
             .try_clone()
             .context("cannot duplicate the connection")?,
-        half_closed: Arc::default(),
-        input_error: Arc::default(),
+        shared: Arc::default(),
     };
-    let half_closed = Arc::clone(&sender.half_closed);
-    let input_error = Arc::clone(&sender.input_error);
+    let shared = Arc::clone(&sender.shared);
     thread::Builder::new()
         .name("send".into())
         .spawn(move || sender.run(input))
         .context("cannot start the sending thread")?;
+    let received = receive(&stream, &mut output, timeout, &shared);
+    shared.outcome(received)
+}
 
-    let received = receive(&stream, &mut output, timeout, &half_closed);
-    if let Some(e) = input_error
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-    {
-        return Err(e).context("cannot read stdin");
-    }
-    received
+/// `exchange` for a message of at most `INLINE_MESSAGE` bytes: one thread, sooner done.
+fn exchange_small(
+    stream: TcpStream,
+    message: &[u8],
+    mut output: impl Write,
+    timeout: Option<Duration>,
+) -> Result<bool> {
+    let shared = Sending::default();
+    let sent = (&stream)
+        .write_all(message)
+        .and_then(|()| stream.shutdown(Shutdown::Write));
+    shared.sent(sent, true);
+    let received = receive(&stream, &mut output, timeout, &shared);
+    shared.outcome(received)
 }
 
 /// Copies the server's reply to `output` until the server closes.
@@ -133,7 +147,7 @@ fn receive(
     mut stream: &TcpStream,
     output: &mut impl Write,
     timeout: Option<Duration>,
-    half_closed: &OnceLock<Instant>,
+    sending: &Sending,
 ) -> Result<bool> {
     if timeout.is_some() {
         stream
@@ -155,7 +169,7 @@ fn receive(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 // The timeout only counts once everything is sent: before that, the server may
                 // simply be waiting for a person still typing.
-                let (Some(limit), Some(&sent_at)) = (timeout, half_closed.get()) else {
+                let (Some(limit), Some(sent_at)) = (timeout, sending.lock().half_closed) else {
                     continue;
                 };
                 let waited = Instant::now() - sent_at.max(last_data);
@@ -188,13 +202,85 @@ fn write_out(mut output: impl Write, bytes: &[u8]) -> Result<Output> {
     }
 }
 
+/// What the sending side tells the receiving side.
+#[derive(Default)]
+struct Sending {
+    state: Mutex<SendState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SendState {
+    /// A write to the socket is under way.
+    writing: bool,
+    /// When everything was sent and our side shut down.
+    half_closed: Option<Instant>,
+    /// Our own input failed: the one sending error the receiver cannot see for itself.
+    input_error: Option<io::Error>,
+    /// A reset that a write saw first. The kernel reports a reset once, to whichever call asks
+    /// first, so the receiver may then see only a plain end of stream.
+    reset: Option<io::Error>,
+}
+
+impl Sending {
+    fn lock(&self) -> MutexGuard<'_, SendState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn writing(&self) {
+        self.lock().writing = true;
+    }
+
+    /// Records how a write (and, when `last`, the half-close after it) went.
+    fn sent(&self, result: io::Result<()>, last: bool) {
+        let mut state = self.lock();
+        state.writing = false;
+        match result {
+            Ok(()) if last => state.half_closed = Some(Instant::now()),
+            Ok(()) => {}
+            Err(e) => {
+                debug!("sending stopped: {e}");
+                if e.kind() == ErrorKind::ConnectionReset {
+                    state.reset = Some(e);
+                }
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// The exchange's result, once the receiver is done, with what the sender saw.
+    fn outcome(&self, received: Result<bool>) -> Result<bool> {
+        // A write under way on a connection the server closed ends at once, with or without an
+        // error; the bound only keeps a server that half-closed but stopped reading from
+        // holding us here.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let mut state = self.lock();
+        while state.writing {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        if let Some(e) = state.input_error.take() {
+            return Err(e).context("cannot read stdin");
+        }
+        match (received, state.reset.take()) {
+            (Ok(true), Some(e)) => Err(e).context("connection reset by the server"),
+            (received, _) => received,
+        }
+    }
+}
+
 /// The sending half: input to socket, then a half-close so the server knows we are done.
 struct Sender {
     stream: TcpStream,
-    half_closed: Arc<OnceLock<Instant>>,
-    /// A failure to read our own input: the only sending error the receiver cannot see for
-    /// itself (a broken connection shows on the reading side too).
-    input_error: Arc<Mutex<Option<io::Error>>>,
+    shared: Arc<Sending>,
 }
 
 impl Sender {
@@ -206,23 +292,21 @@ impl Sender {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    *self
-                        .input_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(e);
+                    self.shared.lock().input_error = Some(e);
                     // Wake the receiver so the error is reported now, not at the server's leisure.
                     let _ = self.stream.shutdown(Shutdown::Both);
                     return;
                 }
             };
+            self.shared.writing();
             if let Err(e) = (&self.stream).write_all(&buf[..n]) {
-                debug!("sending stopped: {e}");
+                self.shared.sent(Err(e), false);
                 return;
             }
+            self.shared.sent(Ok(()), false);
         }
-        if let Err(e) = self.stream.shutdown(Shutdown::Write) {
-            debug!("cannot half-close: {e}");
-        }
-        let _ = self.half_closed.set(Instant::now());
+        self.shared.writing();
+        self.shared
+            .sent(self.stream.shutdown(Shutdown::Write), true);
     }
 }
