@@ -118,7 +118,7 @@ pub struct BenchArgs {
     pub mode: BenchMode,
 
     /// Connections (rr, stream) or workers (connect) running at once
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
 
     /// Bytes per request (rr, connect) or per write (stream) [default: 64; stream: 65536]
