@@ -71,7 +71,10 @@ echo "bench: $ROUNDS rounds of ${DURATION}s per mode and server" >&2
 for round in $(seq "$ROUNDS"); do
     for spec in "rr 50" "stream 1" "connect 4"; do
         read -r mode connections <<<"$spec"
-        for name in "${SERVERS[@]}"; do
+        # Rotate who goes first: a run right after socat's connect mode (hundreds of processes
+        # exiting) is measurably slower, and that must not always fall to the same server.
+        for i in "${!SERVERS[@]}"; do
+            name=${SERVERS[(i + round) % ${#SERVERS[@]}]}
             "$BIN" bench -H "$HOST" -p "${port[$name]}" --mode "$mode" --connections "$connections" \
                 --duration "$DURATION" --json |
                 python3 -c 'import json, sys; j = json.load(sys.stdin); print(*sys.argv[1:], j["operations_per_second"], j["received_mib_per_second"], j["latency_us"].get("p99", 0), j["errors"])' \
