@@ -119,6 +119,9 @@ struct Shared {
 struct Registry {
     streams: HashMap<u64, Arc<TcpStream>>,
     next_id: u64,
+    /// Threads waiting on `changed`: only the accept loop at the connection limit, and the
+    /// drain at shutdown. Closing connections wake no one (a syscall each) when it is zero.
+    waiters: usize,
 }
 
 impl Shared {
@@ -129,10 +132,11 @@ impl Shared {
 
     fn wait<'a>(
         &'a self,
-        guard: MutexGuard<'a, Registry>,
+        mut guard: MutexGuard<'a, Registry>,
         timeout: Option<Duration>,
     ) -> MutexGuard<'a, Registry> {
-        match timeout {
+        guard.waiters += 1;
+        let mut guard = match timeout {
             Some(t) => {
                 self.changed
                     .wait_timeout(guard, t)
@@ -143,7 +147,9 @@ impl Shared {
                 .changed
                 .wait(guard)
                 .unwrap_or_else(PoisonError::into_inner),
-        }
+        };
+        guard.waiters -= 1;
+        guard
     }
 }
 
@@ -341,8 +347,12 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.shared.served.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes.fetch_add(self.echoed, Ordering::Relaxed);
-        self.shared.lock().streams.remove(&self.id);
-        self.shared.changed.notify_all();
+        let mut open = self.shared.lock();
+        open.streams.remove(&self.id);
+        if open.waiters > 0 {
+            drop(open);
+            self.shared.changed.notify_all();
+        }
     }
 }
 
