@@ -119,9 +119,14 @@ impl Tally {
         }
     }
 
-    fn record(&mut self, started: Instant) {
-        self.operations += 1;
+    /// One request (or connection) of `size` bytes each way, begun at `started`, went well.
+    fn exchanged(&mut self, started: Instant, size: usize, progress: &Progress) {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.sent += size as u64;
+        self.received += size as u64;
+        progress.operations.fetch_add(1, Ordering::Relaxed);
+        progress.received.fetch_add(size as u64, Ordering::Relaxed);
+        self.operations += 1;
         let _ = self.latency.record(nanos.max(1));
     }
 }
@@ -325,13 +330,7 @@ fn request_response(
         };
         let started = Instant::now();
         match one_request(stream, size, pattern, &mut buf) {
-            Ok(()) => {
-                tally.record(started);
-                tally.sent += size as u64;
-                tally.received += size as u64;
-                progress.operations.fetch_add(1, Ordering::Relaxed);
-                progress.received.fetch_add(size as u64, Ordering::Relaxed);
-            }
+            Ok(()) => tally.exchanged(started, size, progress),
             Err(e) => {
                 tally.error(e);
                 // Out of step with the server now: start over on a new connection.
@@ -344,10 +343,22 @@ fn request_response(
 
 /// One request of `size` bytes and its reply, sent at most `WINDOW` ahead of what came back.
 fn one_request(
+    stream: &TcpStream,
+    size: usize,
+    pattern: &Pattern,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    send_and_check(stream, size, pattern, buf, false)
+}
+
+/// Sends `size` bytes of the pattern and checks the `size`-byte reply, never more than `WINDOW`
+/// ahead of it; `half_close` shuts our side down after the last byte.
+fn send_and_check(
     mut stream: &TcpStream,
     size: usize,
     pattern: &Pattern,
     buf: &mut [u8],
+    half_close: bool,
 ) -> io::Result<()> {
     let (mut sent, mut received) = (0, 0);
     while received < size {
@@ -355,6 +366,9 @@ fn one_request(
             let n = (size - sent).min(WINDOW - (sent - received));
             stream.write_all(pattern.send(sent as u64, n))?;
             sent += n;
+            if half_close && sent == size {
+                stream.shutdown(Shutdown::Write)?;
+            }
             continue;
         }
         let want = (sent - received).min(buf.len());
@@ -460,13 +474,7 @@ fn connect(
     while Instant::now() < deadline {
         let started = Instant::now();
         match one_connection(addr, size, pattern, &mut buf) {
-            Ok(()) => {
-                tally.record(started);
-                tally.sent += size as u64;
-                tally.received += size as u64;
-                progress.operations.fetch_add(1, Ordering::Relaxed);
-                progress.received.fetch_add(size as u64, Ordering::Relaxed);
-            }
+            Ok(()) => tally.exchanged(started, size, progress),
             Err(e) => tally.error(e),
         }
     }
@@ -480,32 +488,14 @@ fn one_connection(
     pattern: &Pattern,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    let mut stream = open(addr)?;
-    let mut sent = 0;
-    let mut received = 0;
-    // Interleaved as in `one_request`, in case the request is larger than the socket buffers.
-    loop {
-        if sent < size && sent - received < WINDOW {
-            let n = (size - sent).min(WINDOW - (sent - received));
-            stream.write_all(pattern.send(sent as u64, n))?;
-            sent += n;
-            if sent == size {
-                stream.shutdown(Shutdown::Write)?;
-            }
-            continue;
-        }
-        let want = buf.len();
-        match read_checked(&stream, &mut buf[..want], pattern, received as u64)? {
-            0 if received == size => return Ok(()),
-            0 => return Err(unexpected_eof(received as u64)),
-            n if received + n > size => {
-                return Err(io::Error::new(
-                    ErrorKind::InvalidData,
-                    "server sent more than it was sent",
-                ));
-            }
-            n => received += n,
-        }
+    let stream = open(addr)?;
+    send_and_check(&stream, size, pattern, buf, true)?;
+    match read_checked(&stream, buf, pattern, size as u64)? {
+        0 => Ok(()),
+        _ => Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "server sent more than it was sent",
+        )),
     }
 }
 
