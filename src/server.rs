@@ -70,8 +70,9 @@ pub fn run(config: Config) -> Result<()> {
             for (count, signal) in signals.forever().enumerate() {
                 let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
                 if count == 0 {
-                    info!("{name} received: no longer accepting, stopping (send it again to exit at once)");
+                    // Stop first: once this line is out, new connects are already refused.
                     stopper.stop();
+                    info!("{name} received: no longer accepting, stopping (send it again to exit at once)");
                 } else {
                     warn!("{name} received again: exiting now");
                     std::process::exit(1);
