@@ -454,10 +454,10 @@ fn stream(
             tally.error(e);
         }
     }
-    if let Err(e) = write_result {
-        if tally.errors == 0 {
-            tally.error(format_args!("send: {e}"));
-        }
+    if let Err(e) = write_result
+        && tally.errors == 0
+    {
+        tally.error(format_args!("send: {e}"));
     }
     tally
 }
