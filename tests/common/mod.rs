@@ -157,11 +157,11 @@ impl Server {
 
     /// Waits for the server to exit; `None` if it is still running after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            if let Ok((status, rest)) = self.exited.recv_timeout(timeout) {
-                self.status = Some(status);
-                self.more_stdout = rest;
-            }
+        if self.status.is_none()
+            && let Ok((status, rest)) = self.exited.recv_timeout(timeout)
+        {
+            self.status = Some(status);
+            self.more_stdout = rest;
         }
         self.status
     }
