@@ -222,7 +222,8 @@ impl Server {
                 Err(_) if self.shared.stopping.load(Ordering::SeqCst) => break,
                 Err(e) => {
                     let resource = is_resource_exhaustion(&e);
-                    if resource || e.kind() != ErrorKind::ConnectionAborted {
+                    // A peer that gave up while queued is its own business.
+                    if e.kind() != ErrorKind::ConnectionAborted {
                         accept_warning.warn(|suppressed| format!("accept failed: {e}{suppressed}"));
                     }
                     // Out of descriptors or memory, retrying at once would spin: the pending
@@ -301,19 +302,10 @@ impl Connection {
         let started = Instant::now();
         info!("{}: connected", self.peer);
         let result = self.echo(idle_timeout);
-        let ending = if self.shared.cutting.load(Ordering::SeqCst) {
-            Ending::Routine("cut at shutdown".into())
+        let (level, text) = if self.shared.cutting.load(Ordering::SeqCst) {
+            (log::Level::Info, "cut at shutdown".to_string())
         } else {
             describe(result, idle_timeout)
-        };
-        let (text, routine) = match &ending {
-            Ending::Routine(text) => (text, true),
-            Ending::Unexpected(text) => (text, false),
-        };
-        let level = if routine {
-            log::Level::Info
-        } else {
-            log::Level::Warn
         };
         log::log!(
             level,
@@ -357,12 +349,9 @@ impl Drop for Connection {
     }
 }
 
-enum Ending {
-    Routine(String),
-    Unexpected(String),
-}
-
-fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> Ending {
+/// How a connection ended, for its close line: `Info` for the routine, `Warn` for the rest.
+fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> (log::Level, String) {
+    use log::Level::{Info, Warn};
     let idle = idle_timeout.unwrap_or_default();
     let timed_out = |e: &io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
     let gone = |e: &io::Error| {
@@ -375,17 +364,15 @@ fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> En
         )
     };
     match result {
-        Ok(()) => Ending::Routine("closed by peer".into()),
-        Err(EchoError::Read(e)) if timed_out(&e) => Ending::Routine(format!("idle for {idle:?}")),
+        Ok(()) => (Info, "closed by peer".into()),
+        Err(EchoError::Read(e)) if timed_out(&e) => (Info, format!("idle for {idle:?}")),
         Err(EchoError::Write(e)) if timed_out(&e) => {
-            Ending::Routine(format!("peer stopped reading for {idle:?}"))
+            (Info, format!("peer stopped reading for {idle:?}"))
         }
-        Err(EchoError::Read(e)) if gone(&e) => Ending::Routine(format!("reset by peer ({e})")),
-        Err(EchoError::Write(e)) if gone(&e) => {
-            Ending::Routine(format!("peer went away mid-write ({e})"))
-        }
-        Err(EchoError::Read(e)) => Ending::Unexpected(format!("read failed: {e}")),
-        Err(EchoError::Write(e)) => Ending::Unexpected(format!("write failed: {e}")),
+        Err(EchoError::Read(e)) if gone(&e) => (Info, format!("reset by peer ({e})")),
+        Err(EchoError::Write(e)) if gone(&e) => (Info, format!("peer went away mid-write ({e})")),
+        Err(EchoError::Read(e)) => (Warn, format!("read failed: {e}")),
+        Err(EchoError::Write(e)) => (Warn, format!("write failed: {e}")),
     }
 }
 
