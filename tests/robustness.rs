@@ -152,6 +152,12 @@ fn idle_timeout_disconnects_a_client_that_sends_but_never_reads() {
         ),
         "{error:?}"
     );
+    // One second without progress, plus the time to fill the buffers on both sides.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     // The close line is logged by the connection's thread as it finishes: the thread is free.
     assert!(
         server
