@@ -550,11 +550,12 @@ impl Report {
 
     pub fn to_table(&self, options: &Options) -> String {
         let mut out = format!(
-            "{} against {}:{}: {} connections, {} bytes, {:.1}s\n",
+            "{} against {}:{}: {} connection{}, {} bytes, {:.1}s\n",
             mode_name(options.mode),
             options.host,
             options.port,
             options.connections,
+            if options.connections == 1 { "" } else { "s" },
             options.size,
             self.elapsed.as_secs_f64()
         );
