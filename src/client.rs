@@ -134,10 +134,11 @@ fn exchange_small(
     timeout: Option<Duration>,
 ) -> Result<bool> {
     let shared = Sending::default();
-    let sent = (&stream)
-        .write_all(message)
-        .and_then(|()| stream.shutdown(Shutdown::Write));
-    shared.sent(sent, true);
+    shared.attempt(true, || {
+        (&stream)
+            .write_all(message)
+            .and_then(|()| stream.shutdown(Shutdown::Write))
+    });
     let received = receive(&stream, &mut output, timeout, &shared);
     shared.outcome(received)
 }
@@ -213,6 +214,8 @@ struct Sending {
 struct SendState {
     /// A write to the socket is under way.
     writing: bool,
+    /// The receiver is done and waits for that write to finish.
+    awaited: bool,
     /// When everything was sent and our side shut down.
     half_closed: Option<Instant>,
     /// Our own input failed: the one sending error the receiver cannot see for itself.
@@ -227,12 +230,12 @@ impl Sending {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn writing(&self) {
+    /// Runs one write to the socket (`last`: the half-close that ends the input) and records how
+    /// it went. Returns whether it succeeded.
+    fn attempt(&self, last: bool, write: impl FnOnce() -> io::Result<()>) -> bool {
         self.lock().writing = true;
-    }
-
-    /// Records how a write (and, when `last`, the half-close after it) went.
-    fn sent(&self, result: io::Result<()>, last: bool) {
+        let result = write();
+        let ok = result.is_ok();
         let mut state = self.lock();
         state.writing = false;
         match result {
@@ -245,8 +248,12 @@ impl Sending {
                 }
             }
         }
-        drop(state);
-        self.changed.notify_all();
+        // Only `outcome` ever waits, once, at the end: no wake-up syscall per chunk otherwise.
+        if state.awaited {
+            drop(state);
+            self.changed.notify_all();
+        }
+        ok
     }
 
     /// The exchange's result, once the receiver is done, with what the sender saw.
@@ -256,6 +263,7 @@ impl Sending {
         // holding us here.
         let deadline = Instant::now() + Duration::from_millis(200);
         let mut state = self.lock();
+        state.awaited = true;
         while state.writing {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -298,15 +306,14 @@ impl Sender {
                     return;
                 }
             };
-            self.shared.writing();
-            if let Err(e) = (&self.stream).write_all(&buf[..n]) {
-                self.shared.sent(Err(e), false);
+            if !self
+                .shared
+                .attempt(false, || (&self.stream).write_all(&buf[..n]))
+            {
                 return;
             }
-            self.shared.sent(Ok(()), false);
         }
-        self.shared.writing();
         self.shared
-            .sent(self.stream.shutdown(Shutdown::Write), true);
+            .attempt(true, || self.stream.shutdown(Shutdown::Write));
     }
 }
