@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use log::debug;
+
+use crate::addr;
 
 /// Used for each address tried when `--timeout` is not given.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,15 +69,8 @@ pub fn run(options: Options) -> Result<()> {
 
 /// Connects to the first address of `host` that accepts, each attempt bounded by `timeout`.
 pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let shown = if bare.contains(':') {
-        format!("[{bare}]:{port}")
-    } else {
-        format!("{bare}:{port}")
-    };
-    let addrs = (bare, port)
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {host}"))?;
+    let shown = addr::show(host, port);
+    let addrs = addr::resolve(host, port)?;
     let mut last_error = None;
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {

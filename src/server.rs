@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -14,7 +14,7 @@ use log::{debug, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::transform::{self, EchoError};
-use crate::{fdlimit, workers::Workers};
+use crate::{addr, fdlimit, workers::Workers};
 
 /// Stack of a connection thread: the echo loop needs a few KiB; only touched pages are resident.
 const STACK_SIZE: usize = 64 * 1024;
@@ -176,10 +176,7 @@ impl Stopper {
 
 impl Server {
     pub fn bind(config: Config) -> Result<Server> {
-        let host = config.host.trim_start_matches('[').trim_end_matches(']');
-        let addr = (host, config.port)
-            .to_socket_addrs()
-            .with_context(|| format!("cannot resolve {}", config.host))?
+        let addr = addr::resolve(&config.host, config.port)?
             .next()
             .ok_or_else(|| anyhow!("cannot resolve {}: no addresses", config.host))?;
         let listener =
