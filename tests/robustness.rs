@@ -241,9 +241,7 @@ fn a_server_started_with_ulimit_n_256_holds_1000_connections() {
 #[test]
 fn sigterm_lets_open_connections_finish_then_exits_0_and_frees_the_port() {
     let mut server = Server::start(&["--grace", "10"]);
-    let mut open = server.connect();
-    open.write_all(b"before").unwrap();
-    assert_eq!(read_upto(&mut open, 6, Duration::from_secs(10)), b"BEFORE");
+    let mut open = server.connect_echoing(b"before");
     server.signal(libc::SIGTERM);
     assert!(
         server
@@ -287,9 +285,7 @@ fn sigterm_lets_open_connections_finish_then_exits_0_and_frees_the_port() {
 #[test]
 fn after_the_grace_period_idle_connections_are_cut_and_the_server_exits_0() {
     let mut server = Server::start(&["--grace", "0.5"]);
-    let mut idle = server.connect();
-    idle.write_all(b"hi").unwrap();
-    assert_eq!(read_upto(&mut idle, 2, Duration::from_secs(10)), b"HI");
+    let mut idle = server.connect_echoing(b"hi");
     let started = Instant::now();
     server.signal(libc::SIGINT);
     let status = server.wait(Duration::from_secs(20)).expect("server exited");
@@ -319,9 +315,7 @@ fn after_the_grace_period_idle_connections_are_cut_and_the_server_exits_0() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let mut server = Server::start(&["--grace", "60"]);
-    let mut idle = server.connect();
-    idle.write_all(b"hi").unwrap();
-    assert_eq!(read_upto(&mut idle, 2, Duration::from_secs(10)), b"HI");
+    let _idle = server.connect_echoing(b"hi"); // held open through both signals
     server.signal(libc::SIGTERM);
     assert!(
         server

@@ -134,6 +134,15 @@ impl Server {
         TcpStream::connect(self.addr).expect("connect to the server")
     }
 
+    /// A connection the server has surely taken in: `message` went out and came back uppercased.
+    pub fn connect_echoing(&self, message: &[u8]) -> TcpStream {
+        let mut stream = self.connect();
+        stream.write_all(message).unwrap();
+        let reply = read_upto(&mut stream, message.len(), Duration::from_secs(10));
+        assert_eq!(reply, message.to_ascii_uppercase());
+        stream
+    }
+
     /// CPU time the server has used so far (Linux: from /proc).
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read /proc");
