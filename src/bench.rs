@@ -11,6 +11,8 @@ use hdrhistogram::Histogram;
 
 use crate::cli::{BenchArgs, BenchMode};
 use crate::client;
+use crate::numbers::byte;
+use crate::output::write_out;
 
 /// Bounds every wait on the server, so a stalled server ends the run instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,11 +57,13 @@ impl From<BenchArgs> for Options {
 
 pub fn run(options: Options) -> Result<()> {
     let report = measure(&options)?;
-    if options.json {
-        println!("{}", report.to_json(&options));
+    let text = if options.json {
+        format!("{}\n", report.to_json(&options))
     } else {
-        print!("{}", report.to_table(&options));
-    }
+        report.to_table(&options)
+    };
+    // A reader that went away (`| head -1`) has what it wanted; the exit status still tells.
+    write_out(io::stdout().lock(), text.as_bytes())?;
     if report.errors > 0 {
         bail!(
             "{} errors during the run; first: {}",
@@ -136,6 +140,7 @@ struct Pattern {
     /// `PERIOD`-periodic data, long enough that any slice of `len` can start at any phase.
     data: Vec<u8>,
     expected: Vec<u8>,
+    plain: bool,
 }
 
 impl Pattern {
@@ -153,7 +158,11 @@ impl Pattern {
         } else {
             data.to_ascii_uppercase()
         };
-        Pattern { data, expected }
+        Pattern {
+            data,
+            expected,
+            plain,
+        }
     }
 
     fn send(&self, offset: u64, len: usize) -> &[u8] {
@@ -282,21 +291,54 @@ fn read_checked(
     let n = loop {
         match stream.read(buf) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) => {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("no reply from the server for {IO_TIMEOUT:?}"),
+                ));
+            }
             other => break other?,
         }
     };
-    if buf[..n] != *pattern.expect(offset, n) {
-        let at = buf[..n]
-            .iter()
-            .zip(pattern.expect(offset, n))
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        return Err(io::Error::new(
-            ErrorKind::InvalidData,
-            format!("wrong byte in reply at offset {}", offset + at as u64),
-        ));
+    let (got, expected) = (&buf[..n], pattern.expect(offset, n));
+    if got == expected {
+        return Ok(n);
     }
-    Ok(n)
+    let at = got
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(0);
+    let mut message = format!(
+        "wrong byte in reply at offset {}: expected {}, got {}",
+        offset + at as u64,
+        byte(expected[at]),
+        byte(got[at])
+    );
+    // The commonest mistake: an echo server of the other kind.
+    let sent = pattern.send(offset, n);
+    if got[..=at] == sent[..=at] && !pattern.plain {
+        message += "; the server echoes unchanged (use --plain)";
+    } else if pattern.plain && got[..=at] == sent[..=at].to_ascii_uppercase() {
+        message += "; the server uppercases (drop --plain)";
+    }
+    Err(io::Error::new(ErrorKind::InvalidData, message))
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// A write with `IO_TIMEOUT` that made no progress: named for what it means.
+fn stalled_write(e: io::Error) -> io::Error {
+    if is_timeout(&e) {
+        io::Error::new(
+            ErrorKind::TimedOut,
+            format!("the server stopped reading for {IO_TIMEOUT:?}"),
+        )
+    } else {
+        e
+    }
 }
 
 fn unexpected_eof(received: u64) -> io::Error {
@@ -364,7 +406,9 @@ fn send_and_check(
     while received < size {
         if sent < size && sent - received < WINDOW {
             let n = (size - sent).min(WINDOW - (sent - received));
-            stream.write_all(pattern.send(sent as u64, n))?;
+            stream
+                .write_all(pattern.send(sent as u64, n))
+                .map_err(stalled_write)?;
             sent += n;
             if half_close && sent == size {
                 stream.shutdown(Shutdown::Write)?;
@@ -408,7 +452,7 @@ fn stream(
                         break stream.shutdown(Shutdown::Write);
                     }
                     if let Err(e) = stream.write_all(pattern.send(sent, size)) {
-                        break Err(e);
+                        break Err(stalled_write(e));
                     }
                     sent += size as u64;
                     writes += 1;

@@ -57,9 +57,9 @@ pub struct ServerArgs {
     #[arg(short, long, default_value_t = 1234)]
     pub port: u16,
 
-    /// Length of the kernel's queue of connections not yet accepted (capped by net.core.somaxconn)
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
-    pub backlog: u32,
+    /// Length of the kernel's queue of connections not yet accepted [default: the system's maximum, net.core.somaxconn]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub backlog: Option<u32>,
 
     /// Connections served at once; further clients wait in the listen queue until one closes
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -68,6 +68,10 @@ pub struct ServerArgs {
     /// Close a connection that sends nothing, or reads nothing we send, for this long [default: none]
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     pub idle_timeout: Option<Duration>,
+
+    /// Probe a connection silent for this long, to find peers that vanished (then every 10s, 6 times); 0 turns it off
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = keepalive_secs)]
+    pub keepalive: Duration,
 
     /// On SIGINT/SIGTERM, let open connections finish for this long before cutting them
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
@@ -84,9 +88,17 @@ pub struct ClientArgs {
     #[arg(short, long, default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
-    /// Bound each connect attempt and, once all input is sent, each wait for the server [default: connect 10s, reply none]
+    /// Bound each connect attempt, each write the server does not take in, and, once all input is sent, each wait for the reply [default: connect 10s, others none]
     #[arg(short, long, value_name = "SECS", value_parser = positive_secs)]
     pub timeout: Option<Duration>,
+
+    /// Expect the reply unchanged (an RFC 862 echo server) rather than uppercased
+    #[arg(long, conflicts_with = "any_reply")]
+    pub plain: bool,
+
+    /// Accept any reply: print it without checking it against the echo (an HTTP server, say)
+    #[arg(long)]
+    pub any_reply: bool,
 
     /// Words to send, joined by single spaces; none (or '-') streams stdin instead
     #[arg(value_name = "MESSAGE")]
@@ -138,11 +150,37 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-fn secs(text: &str) -> Result<Duration, String> {
+/// The longest duration any flag takes: far beyond any real use, and well inside what a clock
+/// can add to the current time everywhere.
+const MAX_SECS: u64 = 365 * 24 * 60 * 60;
+/// The longest idle time systems take for a keepalive probe (Linux: `MAX_TCP_KEEPIDLE`).
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+
+fn secs_up_to(text: &str, max: u64) -> Result<Duration, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if value.is_nan() || value < 0.0 {
+        return Err(format!("'{text}' is not a valid duration"));
+    }
+    if value > max as f64 {
+        return Err(format!(
+            "'{text}' is more than the maximum of {max} seconds"
+        ));
+    }
     Duration::try_from_secs_f64(value).map_err(|_| format!("'{text}' is not a valid duration"))
+}
+
+fn secs(text: &str) -> Result<Duration, String> {
+    secs_up_to(text, MAX_SECS)
+}
+
+fn keepalive_secs(text: &str) -> Result<Duration, String> {
+    let value = secs_up_to(text, MAX_KEEPALIVE_SECS)?;
+    if !value.is_zero() && value < Duration::from_secs(1) {
+        return Err("keepalive probes are timed in whole seconds: 0 (off) or at least 1".into());
+    }
+    Ok(value)
 }
 
 fn positive_secs(text: &str) -> Result<Duration, String> {
@@ -170,5 +208,15 @@ mod tests {
         assert!(positive_secs("soon").is_err());
         assert!(positive_secs("inf").is_err());
         assert_eq!(secs("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_beyond_the_maximum_are_rejected() {
+        assert!(secs("1e19").is_err());
+        assert!(positive_secs("31536001").is_err());
+        assert_eq!(secs("31536000"), Ok(Duration::from_secs(MAX_SECS)));
+        assert!(keepalive_secs("32768").is_err());
+        assert!(keepalive_secs("0.5").is_err());
+        assert_eq!(keepalive_secs("0"), Ok(Duration::ZERO));
     }
 }

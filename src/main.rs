@@ -1,15 +1,21 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use log::LevelFilter;
 
 use tcpdemo::cli::{Cli, Command};
-use tcpdemo::{bench, client, server};
+use tcpdemo::{bench, client, logger, server};
+
+/// How long the last log lines may take to reach stderr at exit; a stderr nobody reads does
+/// not keep the process from exiting.
+const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
-    match dispatch(cli) {
+    let result = logger::init(log_level(&cli)).and_then(|()| dispatch(cli));
+    logger::flush(LOG_FLUSH);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -26,6 +32,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             backlog: args.backlog,
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
+            keepalive: Some(args.keepalive).filter(|d| !d.is_zero()),
             grace: args.grace,
         }),
         Command::Client(args) => {
@@ -39,6 +46,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 port: args.port,
                 timeout: args.timeout,
                 message,
+                expect: match (args.plain, args.any_reply) {
+                    (_, true) => client::Expect::Any,
+                    (true, false) => client::Expect::Plain,
+                    (false, false) => client::Expect::Uppercase,
+                },
             })
         }
         Command::Bench(args) => bench::run(bench::Options::from(args)),
@@ -46,7 +58,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The server reports its connections by default; the client and bench speak only of trouble.
-fn init_logging(cli: &Cli) {
+fn log_level(cli: &Cli) -> LevelFilter {
     const LEVELS: [LevelFilter; 6] = [
         LevelFilter::Off,
         LevelFilter::Error,
@@ -60,11 +72,5 @@ fn init_logging(cli: &Cli) {
         Command::Client(_) | Command::Bench(_) => 2,
     };
     let index = (default + usize::from(cli.verbose)).saturating_sub(usize::from(cli.quiet));
-    let level = LEVELS[index.min(LEVELS.len() - 1)];
-    env_logger::Builder::new()
-        .filter_level(level)
-        .format_target(false)
-        .format_timestamp_millis()
-        .parse_default_env()
-        .init();
+    LEVELS[index.min(LEVELS.len() - 1)]
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-type Job = Box<dyn FnOnce() + Send>;
+pub type Job = Box<dyn FnOnce() + Send>;
 
 pub struct Workers {
     shared: Arc<Shared>,
@@ -45,27 +45,38 @@ impl Workers {
         }
     }
 
-    /// Runs `job` on an idle thread, or on a new one when none is idle. On error (the system
-    /// refused a new thread) the job is dropped without running.
-    pub fn execute(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    /// Runs `job` on an idle thread, or on a new one when none is idle. When the system refuses
+    /// a new thread, the job comes back with the error, not run, so the caller can try again.
+    pub fn execute(&self, job: Job) -> Result<(), (io::Error, Job)> {
         let mut state = self.shared.lock();
         if state.idle > 0 {
             state.idle -= 1;
-            state.queue.push_back(Box::new(job));
+            state.queue.push_back(job);
             drop(state);
             self.shared.job_ready.notify_one();
             return Ok(());
         }
         drop(state);
-        let shared = Arc::clone(&self.shared);
-        thread::Builder::new()
+        // `spawn` drops its closure when it fails; the job waits beside it to be taken back.
+        let slot = Arc::new(Mutex::new(Some(job)));
+        let (theirs, shared) = (Arc::clone(&slot), Arc::clone(&self.shared));
+        let spawned = thread::Builder::new()
             .name("conn".into())
             .stack_size(self.stack_size)
             .spawn(move || {
-                job();
+                let job = theirs.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(job) = job {
+                    job();
+                }
                 shared.serve_until_idle();
-            })?;
-        Ok(())
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => match slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                Some(job) => Err((e, job)),
+                None => Ok(()),
+            },
+        }
     }
 }
 
@@ -115,7 +126,8 @@ mod tests {
         for _ in 0..20 {
             let tx = tx.clone();
             workers
-                .execute(move || tx.send(thread::current().id()).unwrap())
+                .execute(Box::new(move || tx.send(thread::current().id()).unwrap()))
+                .map_err(|(e, _)| e)
                 .unwrap();
             // Wait for the job, then for its thread to be idle again, before the next one.
             rx.recv().unwrap();
@@ -139,15 +151,19 @@ mod tests {
         for _ in 0..8 {
             let (rx, tx) = (Arc::clone(&release_rx), done_tx.clone());
             workers
-                .execute(move || {
+                .execute(Box::new(move || {
                     let _ = rx.lock().unwrap().recv();
                     tx.send(()).unwrap();
-                })
+                }))
+                .map_err(|(e, _)| e)
                 .unwrap();
         }
         // All eight block on the one release channel; a ninth job must still run.
         let (tx, rx) = mpsc::channel();
-        workers.execute(move || tx.send(()).unwrap()).unwrap();
+        workers
+            .execute(Box::new(move || tx.send(()).unwrap()))
+            .map_err(|(e, _)| e)
+            .unwrap();
         rx.recv_timeout(Duration::from_secs(10))
             .expect("ninth job ran");
         drop(release_tx);
@@ -160,7 +176,10 @@ mod tests {
     fn idle_threads_exit_after_keep_alive() {
         let workers = Workers::new(64 * 1024, Duration::from_millis(50));
         let (tx, rx) = mpsc::channel();
-        workers.execute(move || tx.send(()).unwrap()).unwrap();
+        workers
+            .execute(Box::new(move || tx.send(()).unwrap()))
+            .map_err(|(e, _)| e)
+            .unwrap();
         rx.recv().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Arc::strong_count(&workers.shared) > 1 {

@@ -132,9 +132,71 @@ fn plain_mode_measures_an_unmodified_echo() {
     let output = bench(port, &["--plain", "--json"]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(json(&output)["errors"], 0);
-    // The same server is wrong for the default, uppercasing, expectation.
+    // The same server is wrong for the default, uppercasing, expectation, and bench says why.
     let output = bench(port, &["--json"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("expected 'A', got 'a'")
+            && stderr.contains("the server echoes unchanged (use --plain)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_stdout_that_fails_is_one_error_and_one_that_closed_is_a_quiet_end() {
+    let server = Server::start(&["-q"]);
+    let args = [
+        "bench",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &server.port_arg(),
+        "-d",
+        "0.2",
+    ];
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = tcpdemo().args(args).stdout(full).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: cannot write to stdout: No space left on device (os error 28)\n"
+    );
+
+    // A reader that is gone before the report: `tcpdemo bench | true`.
+    let mut child = tcpdemo()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(output.stderr, b"");
+}
+
+#[test]
+fn a_stalled_server_is_named_as_such() {
+    // Takes in the requests and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let output = bench(port, &[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("first: no reply from the server for 10s"),
+        "{stderr}"
+    );
 }
 
 #[test]

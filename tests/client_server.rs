@@ -257,6 +257,25 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn durations_too_long_to_represent_are_usage_errors_not_panics() {
+    for args in [
+        &["server", "--grace", "1e19"][..],
+        &["server", "--idle-timeout", "1e19"],
+        &["server", "--keepalive", "1e19"],
+        &["client", "--timeout", "1e19", "hi"],
+        &["bench", "--duration", "1e19"],
+    ] {
+        AssertCommand::new(BIN)
+            .args(args)
+            .timeout(Duration::from_secs(10))
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(predicate::str::contains("is more than the maximum of"));
+    }
+}
+
+#[test]
 fn port_in_use_exits_1_with_one_line() {
     let server = Server::start(&[]);
     let port = server.port_arg();
@@ -304,7 +323,8 @@ fn help_shows_defaults_and_an_example_and_version_works() {
             &[
                 "[default: 127.0.0.1]",
                 "[default: 1234]",
-                "[default: 1024]",
+                "[default: the system's",
+                "[default: 60]",
                 "Example",
             ][..],
         ),

@@ -12,7 +12,7 @@ use common::*;
 
 /// Tests here hold many sockets; a machine's default soft limit (often 1024) is too low.
 fn allow_many_sockets() {
-    tcpdemo::fdlimit::raise().expect("raise the open-file limit");
+    tcpdemo::limits::raise_open_files().expect("raise the open-file limit");
 }
 
 fn open_idle(server: &Server, count: usize) -> Vec<TcpStream> {
@@ -324,11 +324,38 @@ fn a_second_signal_exits_at_once() {
         "{}",
         server.log.text()
     );
+    // A deliberate second signal: a person pressing Ctrl-C again, not a doubled delivery.
+    thread::sleep(Duration::from_millis(1100));
     server.signal(libc::SIGTERM);
     let status = server
         .wait(Duration::from_secs(10))
         .expect("exited well before the 60 s grace");
     assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn a_doubled_signal_is_one_stop_with_its_grace_period() {
+    // What `timeout` does: SIGTERM to the process, then at once to its process group.
+    let mut server = Server::start(&["--grace", "10"]);
+    let mut open = server.connect_echoing(b"hi");
+    server.signal(libc::SIGTERM);
+    server.signal(libc::SIGTERM);
+    assert!(
+        server
+            .log
+            .wait_for("waiting up to", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    open.write_all(b"still served").unwrap();
+    assert_eq!(
+        read_upto(&mut open, 12, Duration::from_secs(10)),
+        b"STILL SERVED"
+    );
+    open.shutdown(Shutdown::Write).unwrap();
+    let status = server.wait(Duration::from_secs(20)).expect("server exited");
+    assert!(status.success(), "{status:?}\n{}", server.log.text());
+    assert!(server.log.text().contains("cut at shutdown: 0"));
 }
 
 #[test]
@@ -397,4 +424,178 @@ fn out_of_descriptors_the_server_pauses_warns_rarely_and_resumes_by_itself() {
     let mut last = last;
     last.write_all(b"finally").unwrap();
     assert_eq!(read_upto(&mut last, 7, Duration::from_secs(10)), b"FINALLY");
+}
+
+/// The keepalive timer of the server's side of `client`, from /proc/net/tcp: `None` when no
+/// keepalive timer runs, else the time left until the first probe.
+#[cfg(target_os = "linux")]
+fn server_side_keepalive(server: &Server, client: &TcpStream) -> Option<Duration> {
+    let (server_port, client_port) = (server.port(), client.local_addr().unwrap().port());
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    for line in table.lines().skip(1) {
+        // sl local rem st tx:rx tr:when ...; addresses are hex IP:port.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port =
+            |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
+        if port(fields[1]) != server_port || port(fields[2]) != client_port {
+            continue;
+        }
+        let (timer, when) = fields[5].split_once(':').unwrap();
+        // Timer 2 is keepalive; `when` counts clock ticks (USER_HZ, 100 a second).
+        return (timer == "02")
+            .then(|| Duration::from_millis(u64::from_str_radix(when, 16).unwrap() * 10));
+    }
+    panic!("no socket of the server's for port {client_port} in /proc/net/tcp");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn keepalive_is_on_by_default_and_keepalive_sets_or_disables_it() {
+    let server = Server::start(&[]);
+    let client = server.connect_echoing(b"hi");
+    let left = server_side_keepalive(&server, &client).expect("a keepalive timer by default");
+    assert!(
+        left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+        "first probe in {left:?}, not about 60 s"
+    );
+
+    let server = Server::start(&["--keepalive", "5"]);
+    let client = server.connect_echoing(b"hi");
+    let left = server_side_keepalive(&server, &client).expect("a keepalive timer");
+    assert!(left <= Duration::from_secs(5), "first probe in {left:?}");
+
+    let server = Server::start(&["--keepalive", "0"]);
+    let client = server.connect_echoing(b"hi");
+    assert_eq!(server_side_keepalive(&server, &client), None);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_listen_queue_is_as_long_as_the_system_allows() {
+    allow_many_sockets();
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The old default was 1,024: more than that must wait in the queue.
+    let waiting = 1500;
+    if somaxconn < waiting + 1 {
+        eprintln!("skipped: net.core.somaxconn is {somaxconn}, below the {waiting} tried here");
+        return;
+    }
+    let server = Server::start(&["--max-connections", "1", "-q"]);
+    let _served = server.connect_echoing(b"only one");
+    // Each completes its handshake in the kernel's queue; past its end, connect would hang.
+    let started = Instant::now();
+    let queued: Vec<TcpStream> = (0..waiting)
+        .map(|i| {
+            TcpStream::connect_timeout(&server.addr, Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("connect {i} of {waiting} failed: {e}"))
+        })
+        .collect();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(queued);
+}
+
+/// Runs `tcpdemo server` as user `nobody` with at most `tasks` threads for that user, as
+/// systemd's TasksMax or a container's pids limit would allow. Root only: RLIMIT_NPROC binds
+/// every user but root, so the server must run as another.
+#[cfg(target_os = "linux")]
+fn server_with_thread_limit(tasks: u64, args: &[&str]) -> Option<Server> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: limiting another user's threads needs root");
+        return None;
+    }
+    // A copy that `nobody` may run, whatever the permissions of the build directory.
+    let dir = std::env::temp_dir().join(format!("tcpdemo-nproc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("tcpdemo");
+    std::fs::copy(BIN, &bin).unwrap();
+    let mut command = Command::new(&bin);
+    command
+        .env_remove("RUST_LOG")
+        .args(["server", "--port", "0"])
+        .args(args)
+        .uid(65534)
+        .gid(65534);
+    // SAFETY: only async-signal-safe setrlimit between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: tasks,
+                rlim_max: tasks,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Some(Server::spawn(command))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_threads_the_server_stops_accepting_for_a_moment_and_drops_no_one() {
+    let Some(server) = server_with_thread_limit(24, &[]) else {
+        return;
+    };
+    // More clients than threads: each sends a byte and waits for its echo.
+    let clients: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream.write_all(b"x").unwrap();
+            stream
+        })
+        .collect();
+    assert!(
+        server
+            .log
+            .wait_for("cannot start a thread", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    thread::sleep(Duration::from_secs(2)); // let it sit at the limit for a while
+    let warnings = server.log.text().matches("cannot start a thread").count();
+    assert!(
+        warnings <= 4,
+        "{warnings} warnings in about 2 s:\n{}",
+        server.log.text()
+    );
+    // Some were served; the rest wait, none was accepted and dropped.
+    let (mut served, mut waiting) = (Vec::new(), Vec::new());
+    for mut stream in clients {
+        match read_upto(&mut stream, 1, Duration::from_millis(100)).as_slice() {
+            b"X" => served.push(stream),
+            b"" => waiting.push(stream),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert!(
+        !served.is_empty() && !waiting.is_empty(),
+        "{} served, {} waiting",
+        served.len(),
+        waiting.len()
+    );
+    // As threads free up, the waiting clients are served in turn.
+    drop(served);
+    for (i, mut stream) in waiting.into_iter().enumerate() {
+        assert_eq!(
+            read_upto(&mut stream, 1, Duration::from_secs(10)),
+            b"X",
+            "waiting client {i} was not served"
+        );
+    }
+    assert!(
+        server
+            .log
+            .wait_for("threads available again", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
 }

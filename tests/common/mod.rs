@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -20,25 +20,55 @@ pub fn tcpdemo() -> Command {
 
 /// The log a child writes to stderr, as it arrives.
 #[derive(Clone, Default)]
-pub struct Log(Arc<(Mutex<String>, Condvar)>);
+pub struct Log(Arc<(Mutex<LogText>, Condvar)>);
+
+#[derive(Default)]
+pub struct LogText {
+    text: String,
+    /// The child closed its stderr: it exited, and every line it wrote is here.
+    ended: bool,
+}
+
+impl std::ops::Deref for LogText {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.text
+    }
+}
 
 impl Log {
-    fn collect(&self, stream: impl Read + Send + 'static) {
+    pub fn collect(&self, stream: impl Read + Send + 'static) {
         let log = self.clone();
         thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
                 let (text, changed) = &*log.0;
                 let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
+                text.text.push_str(&line);
+                text.text.push('\n');
                 changed.notify_all();
             }
+            log.0.0.lock().unwrap().ended = true;
+            log.0.1.notify_all();
         });
     }
 
     pub fn text(&self) -> String {
-        self.0.0.lock().unwrap().clone()
+        self.0.0.lock().unwrap().text.clone()
+    }
+
+    /// Waits up to `timeout` for the child's stderr to close.
+    fn wait_for_end(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let (text, changed) = &*self.0;
+        let mut text = text.lock().unwrap();
+        while !text.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            text = changed.wait_timeout(text, left).unwrap().0;
+        }
     }
 
     /// Waits until the log contains `needle` `times` times; false on timeout.
@@ -69,6 +99,8 @@ pub struct Server {
     status: Option<ExitStatus>,
     /// What the server printed on stdout after its `listening on` line, known once it exited.
     pub more_stdout: String,
+    /// The server's stderr, while the test leaves it unread (`spawn_unread`).
+    pub stderr: Option<ChildStderr>,
 }
 
 impl Server {
@@ -80,7 +112,21 @@ impl Server {
     }
 
     /// Runs a prepared command that starts a server and prints its `listening on` line.
-    pub fn spawn(mut command: Command) -> Server {
+    pub fn spawn(command: Command) -> Server {
+        let mut server = Server::spawn_unread(command);
+        server.read_log();
+        server
+    }
+
+    /// Starts collecting the log of a server from `spawn_unread`.
+    pub fn read_log(&mut self) {
+        if let Some(stderr) = self.stderr.take() {
+            self.log.collect(stderr);
+        }
+    }
+
+    /// Like `spawn`, but nobody reads the server's stderr until `read_log`.
+    pub fn spawn_unread(mut command: Command) -> Server {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -88,13 +134,14 @@ impl Server {
             .spawn()
             .expect("start the server");
         let log = Log::default();
-        log.collect(child.stderr.take().unwrap());
+        let stderr = child.stderr.take();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout
             .read_line(&mut line)
             .expect("read the server's first line");
         let Some(addr) = line.trim_end().strip_prefix("listening on ") else {
+            log.collect(stderr.unwrap());
             let _ = child.kill();
             let _ = child.wait();
             panic!(
@@ -119,6 +166,7 @@ impl Server {
             exited,
             status: None,
             more_stdout: String::new(),
+            stderr,
         }
     }
 
@@ -171,6 +219,10 @@ impl Server {
         {
             self.status = Some(status);
             self.more_stdout = rest;
+            // Its last lines may still be on their way to us.
+            if self.stderr.is_none() {
+                self.log.wait_for_end(Duration::from_secs(5));
+            }
         }
         self.status
     }

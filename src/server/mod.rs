@@ -1,11 +1,17 @@
-//! The server: an accept loop that hands each connection a thread of its own, and the
-//! connection's life from open to close.
+//! The server: an accept loop that hands each connection a thread of its own, and its stop.
+//!
+//! `connection.rs` holds a connection's life and the data path; `activity.rs` what the log says
+//! about connections; `stop.rs` the signals.
+
+mod activity;
+mod connection;
+mod stop;
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,8 +19,11 @@ use anyhow::{Context, Result, anyhow};
 use log::{debug, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::transform::{self, EchoError};
-use crate::{addr, fdlimit, workers::Workers};
+use crate::workers::{Job, Workers};
+use crate::{addr, limits};
+use activity::{Activity, RateLimit, WARN_INTERVAL};
+use connection::{Connection, Settings};
+pub use stop::Stopper;
 
 /// Stack of a connection thread: the echo loop needs a few KiB; only touched pages are resident.
 const STACK_SIZE: usize = 64 * 1024;
@@ -22,16 +31,20 @@ const STACK_SIZE: usize = 64 * 1024;
 const THREAD_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// Descriptors the process needs besides its connections (std streams, listener, signals).
 const SPARE_FDS: u64 = 32;
-/// Repeated warnings (accept failures, the connection limit) are logged at most this often.
-const WARN_INTERVAL: Duration = Duration::from_secs(1);
+/// Out of descriptors, memory or threads, the server waits this long before trying again; the
+/// clients meanwhile wait in the listen queue.
+const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: String,
     pub port: u16,
-    pub backlog: u32,
+    /// `None`: the longest queue the system allows.
+    pub backlog: Option<u32>,
     pub max_connections: u64,
     pub idle_timeout: Option<Duration>,
+    /// Idle time before the first keepalive probe; `None` turns keepalive off.
+    pub keepalive: Option<Duration>,
     pub grace: Duration,
 }
 
@@ -45,7 +58,7 @@ pub struct Summary {
 
 /// Binds, prints the `listening on` line, serves until SIGINT or SIGTERM, then drains.
 pub fn run(config: Config) -> Result<()> {
-    match fdlimit::raise() {
+    match limits::raise_open_files() {
         Ok((before, after)) => {
             debug!("open-file limit: {after} (was {before})");
             if config.max_connections + SPARE_FDS > after {
@@ -60,26 +73,19 @@ pub fn run(config: Config) -> Result<()> {
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
     let server = Server::bind(config)?;
-    let stopper = server.stopper()?;
     // Installed before the `listening on` line, so a signal sent as soon as it is read is handled.
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
-        .context("cannot install signal handlers")?;
+    stop::on_signals(server.stopper()?)?;
+    let shared = Arc::clone(&server.shared);
     thread::Builder::new()
-        .name("signals".into())
+        .name("activity".into())
         .spawn(move || {
-            for (count, signal) in signals.forever().enumerate() {
-                let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
-                if count == 0 {
-                    // Stop first: once this line is out, new connects are already refused.
-                    stopper.stop();
-                    info!("{name} received: no longer accepting, stopping (send it again to exit at once)");
-                } else {
-                    warn!("{name} received again: exiting now");
-                    std::process::exit(1);
-                }
+            loop {
+                thread::sleep(Duration::from_secs(1));
+                let open = shared.lock().streams.len();
+                shared.activity.tick(open);
             }
         })
-        .context("cannot start the signal thread")?;
+        .context("cannot start the activity thread")?;
 
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())
@@ -104,15 +110,19 @@ pub struct Server {
 }
 
 /// State shared by the accept loop, the connection threads and whoever stops the server.
-#[derive(Default)]
 struct Shared {
     open: Mutex<Registry>,
     /// Signalled whenever a connection closes or the server starts stopping.
     changed: Condvar,
     stopping: AtomicBool,
+    /// Why the server stops, logged by the accept loop as it ends.
+    stop_reason: OnceLock<String>,
     cutting: AtomicBool,
     served: AtomicU64,
     bytes: AtomicU64,
+    activity: Activity,
+    /// Connections that end in an unexpected error.
+    warnings: RateLimit,
 }
 
 /// The open connections, so that shutdown can cut the ones still open after the grace period.
@@ -126,9 +136,27 @@ struct Registry {
 }
 
 impl Shared {
+    fn new() -> Shared {
+        Shared {
+            open: Mutex::default(),
+            changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            stop_reason: OnceLock::new(),
+            cutting: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            activity: Activity::new(),
+            warnings: RateLimit::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // Nothing panics while holding this lock, so even a poisoned one is consistent.
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     fn wait<'a>(
@@ -154,41 +182,25 @@ impl Shared {
     }
 }
 
-/// Stops a running server from another thread (the signal handler's).
-pub struct Stopper {
-    shared: Arc<Shared>,
-    listener: Socket,
-}
-
-impl Stopper {
-    /// Stops accepting at once: the listening socket is shut down, so new connects are refused
-    /// rather than queued, and the blocked `accept` wakes up. Open connections carry on.
-    pub fn stop(&self) {
-        let guard = self.shared.lock();
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        drop(guard);
-        self.shared.changed.notify_all();
-        if let Err(e) = self.listener.shutdown(Shutdown::Both) {
-            warn!("cannot shut down the listening socket: {e}");
-        }
-    }
-}
-
 impl Server {
     pub fn bind(config: Config) -> Result<Server> {
         let addr = addr::resolve(&config.host, config.port)?
             .next()
             .ok_or_else(|| anyhow!("cannot resolve {}: no addresses", config.host))?;
-        let listener =
-            listen(addr, config.backlog).with_context(|| format!("cannot listen on {addr}"))?;
+        let backlog = config.backlog.or_else(limits::listen_queue_max);
+        let listener = listen(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?;
         let local_addr = listener
             .local_addr()
             .context("cannot read the listening address")?;
+        match backlog {
+            Some(n) => debug!("listen queue: {n} connections"),
+            None => debug!("listen queue: the system's maximum"),
+        }
         Ok(Server {
             listener,
             local_addr,
             config,
-            shared: Arc::default(),
+            shared: Arc::new(Shared::new()),
             workers: Workers::new(STACK_SIZE, THREAD_KEEP_ALIVE),
         })
     }
@@ -212,21 +224,20 @@ impl Server {
     /// and cuts the rest.
     pub fn run(self) -> Summary {
         let mut limit = LimitLog::default();
-        let mut accept_warning = RateLimit::default();
+        let accept_warning = RateLimit::default();
         while self.wait_for_slot(&mut limit) {
             match self.listener.accept() {
                 Ok((stream, peer)) => self.dispatch(stream, peer),
-                Err(_) if self.shared.stopping.load(Ordering::SeqCst) => break,
+                Err(_) if self.shared.stopping() => break,
                 Err(e) => {
-                    let resource = is_resource_exhaustion(&e);
                     // A peer that gave up while queued is its own business.
                     if e.kind() != ErrorKind::ConnectionAborted {
-                        accept_warning.warn(|suppressed| format!("accept failed: {e}{suppressed}"));
+                        accept_warning.warn(|held_back| format!("accept failed: {e}{held_back}"));
                     }
                     // Out of descriptors or memory, retrying at once would spin: the pending
                     // connection stays queued and fails again until something closes.
-                    thread::sleep(if resource {
-                        Duration::from_millis(100)
+                    thread::sleep(if is_resource_exhaustion(&e) {
+                        RESOURCE_PAUSE
                     } else {
                         Duration::from_millis(5)
                     });
@@ -234,6 +245,12 @@ impl Server {
             }
         }
         drop(self.listener);
+        let why = self
+            .shared
+            .stop_reason
+            .get()
+            .map_or("stopped", String::as_str);
+        info!("{why}: no longer accepting, stopping (send it again to exit at once)");
         drain(&self.shared, self.config.grace)
     }
 
@@ -241,12 +258,12 @@ impl Server {
     fn wait_for_slot(&self, limit: &mut LimitLog) -> bool {
         let max = usize::try_from(self.config.max_connections).unwrap_or(usize::MAX);
         let mut open = self.shared.lock();
-        while open.streams.len() >= max && !self.shared.stopping.load(Ordering::SeqCst) {
+        while open.streams.len() >= max && !self.shared.stopping() {
             limit.reached(max);
             open = self.shared.wait(open, None);
         }
         limit.resumed(open.streams.len());
-        !self.shared.stopping.load(Ordering::SeqCst)
+        !self.shared.stopping()
     }
 
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
@@ -263,15 +280,48 @@ impl Server {
             echoed: 0,
             shared: Arc::clone(&self.shared),
         };
-        let idle_timeout = self.config.idle_timeout;
-        if let Err(e) = self.workers.execute(move || conn.serve(idle_timeout)) {
-            // The job, and with it the connection, was dropped: the client sees a close.
-            warn!("cannot start a thread for {peer}, closing it: {e}");
+        let settings = Settings {
+            idle_timeout: self.config.idle_timeout,
+            keepalive: self.config.keepalive,
+        };
+        self.start(Box::new(move || conn.serve(settings)));
+    }
+
+    /// Runs `job` on a thread. Out of threads (a task limit such as systemd's TasksMax), the
+    /// accepted connection waits here and the rest in the listen queue, as when out of
+    /// descriptors, until a thread frees up or the server stops.
+    fn start(&self, mut job: Job) {
+        let mut refused: u64 = 0;
+        let mut last_warning: Option<Instant> = None;
+        while let Err((e, back)) = self.workers.execute(job) {
+            job = back;
+            refused += 1;
+            if last_warning.is_none_or(|t| t.elapsed() >= WARN_INTERVAL) {
+                let tries = match refused {
+                    1 => String::new(),
+                    n => format!(" ({n} tries so far)"),
+                };
+                warn!(
+                    "cannot start a thread ({e}): not accepting until one frees up; clients \
+                     wait in the listen queue{tries}"
+                );
+                last_warning = Some(Instant::now());
+            }
+            if self.shared.stopping() {
+                // Dropping the job closes its connection.
+                return;
+            }
+            thread::sleep(RESOURCE_PAUSE);
+        }
+        if refused > 0 {
+            info!("threads available again after {refused} tries: accepting");
         }
     }
 }
 
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// The listening socket. `backlog` `None` asks for the longest queue the system allows; every
+/// system cuts a longer request to its maximum.
+fn listen(addr: SocketAddr, backlog: Option<u32>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -281,96 +331,9 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
         }
     }
     socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    let backlog = backlog.map_or(i32::MAX, |n| i32::try_from(n).unwrap_or(i32::MAX));
+    socket.listen(backlog)?;
     Ok(socket.into())
-}
-
-/// One open connection; dropping it (however the thread ends) takes it off the books.
-struct Connection {
-    id: u64,
-    peer: SocketAddr,
-    stream: Arc<TcpStream>,
-    echoed: u64,
-    shared: Arc<Shared>,
-}
-
-impl Connection {
-    fn serve(mut self, idle_timeout: Option<Duration>) {
-        let started = Instant::now();
-        info!("{}: connected", self.peer);
-        let result = self.echo(idle_timeout);
-        let (level, text) = if self.shared.cutting.load(Ordering::SeqCst) {
-            (log::Level::Info, "cut at shutdown".to_string())
-        } else {
-            describe(result, idle_timeout)
-        };
-        log::log!(
-            level,
-            "{}: closed, {} bytes echoed in {:.3?}, {text}",
-            self.peer,
-            self.echoed,
-            started.elapsed()
-        );
-    }
-
-    /// The data path: socket → buffer → uppercase → socket, then our FIN after the peer's.
-    fn echo(&mut self, idle_timeout: Option<Duration>) -> Result<(), EchoError> {
-        let stream = &*self.stream;
-        // Without this, a small reply waits on Nagle until the peer's delayed ACK (~40 ms).
-        stream.set_nodelay(true).map_err(EchoError::Write)?;
-        if idle_timeout.is_some() {
-            stream
-                .set_read_timeout(idle_timeout)
-                .map_err(EchoError::Read)?;
-            stream
-                .set_write_timeout(idle_timeout)
-                .map_err(EchoError::Write)?;
-        }
-        transform::echo(stream, stream, &mut self.echoed)?;
-        // The peer may already be gone; its close was still a normal end.
-        let _ = stream.shutdown(Shutdown::Write);
-        Ok(())
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.shared.served.fetch_add(1, Ordering::Relaxed);
-        self.shared.bytes.fetch_add(self.echoed, Ordering::Relaxed);
-        let mut open = self.shared.lock();
-        open.streams.remove(&self.id);
-        if open.waiters > 0 {
-            drop(open);
-            self.shared.changed.notify_all();
-        }
-    }
-}
-
-/// How a connection ended, for its close line: `Info` for the routine, `Warn` for the rest.
-fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> (log::Level, String) {
-    use log::Level::{Info, Warn};
-    let idle = idle_timeout.unwrap_or_default();
-    let timed_out = |e: &io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
-    let gone = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            ErrorKind::ConnectionReset
-                | ErrorKind::BrokenPipe
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::NotConnected
-        )
-    };
-    match result {
-        Ok(()) => (Info, "closed by peer".into()),
-        Err(EchoError::Read(e)) if timed_out(&e) => (Info, format!("idle for {idle:?}")),
-        Err(EchoError::Write(e)) if timed_out(&e) => {
-            (Info, format!("peer stopped reading for {idle:?}"))
-        }
-        Err(EchoError::Read(e)) if gone(&e) => (Info, format!("reset by peer ({e})")),
-        Err(EchoError::Write(e)) if gone(&e) => (Info, format!("peer went away mid-write ({e})")),
-        Err(EchoError::Read(e)) => (Warn, format!("read failed: {e}")),
-        Err(EchoError::Write(e)) => (Warn, format!("write failed: {e}")),
-    }
 }
 
 /// After the accept loop: waits up to `grace` for open connections, then cuts the rest.
@@ -419,29 +382,6 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-/// Logs a repeated warning at most once per `WARN_INTERVAL`, counting what it held back.
-#[derive(Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    fn warn(&mut self, message: impl FnOnce(String) -> String) {
-        if self.last.is_some_and(|t| t.elapsed() < WARN_INTERVAL) {
-            self.suppressed += 1;
-            return;
-        }
-        let suppressed = match self.suppressed {
-            0 => String::new(),
-            n => format!(" ({n} more since the last report)"),
-        };
-        warn!("{}", message(suppressed));
-        self.last = Some(Instant::now());
-        self.suppressed = 0;
-    }
 }
 
 /// The connection limit's two log lines: reached (warn) and resumed (info), once per episode,

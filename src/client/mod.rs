@@ -1,0 +1,91 @@
+//! The client: sends a message or stdin to the server while it copies the reply to stdout, and
+//! checks that the reply is the echo of what it sent.
+//!
+//! `exchange.rs` runs the two directions; `check.rs` holds the reply check.
+
+mod check;
+mod exchange;
+
+use std::fs::File;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use log::debug;
+
+use crate::addr;
+use crate::output::write_out;
+pub use check::Expect;
+pub use exchange::exchange;
+
+/// Used for each address tried when `--timeout` is not given.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+    pub timeout: Option<Duration>,
+    /// `None` streams stdin.
+    pub message: Option<Vec<u8>>,
+    pub expect: Expect,
+}
+
+pub fn run(options: Options) -> Result<()> {
+    let stream = connect(
+        &options.host,
+        options.port,
+        options.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+    )?;
+    // Unbuffered handles on fd 0 and 1: std's stdout would flush per line, its stdin copies twice.
+    let stdout = File::from(
+        io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot open stdout")?,
+    );
+    let input = match options.message {
+        Some(message) => exchange::Input::Message(message),
+        None => exchange::Input::Stream(File::from(
+            io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot open stdin")?,
+        )),
+    };
+    let is_message = matches!(input, exchange::Input::Message(_));
+    let finished = exchange(stream, input, &stdout, options.timeout, options.expect)?;
+    // Like echo: a message's reply gets a newline, unless stdout closed before the reply ended.
+    if is_message && finished {
+        write_out(&stdout, b"\n")?;
+    }
+    Ok(())
+}
+
+/// Connects to the first address of `host` that accepts, each attempt bounded by `timeout`.
+pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let shown = addr::show(host, port);
+    let addrs = addr::resolve(host, port)?;
+    let mut last_error = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => {
+                debug!("connected to {addr}");
+                // Small writes go out at once instead of waiting for the previous one's ACK.
+                stream
+                    .set_nodelay(true)
+                    .with_context(|| format!("cannot configure the connection to {shown}"))?;
+                return Ok(stream);
+            }
+            Err(e) => {
+                debug!("cannot connect to {addr}: {e}");
+                last_error = Some(e);
+            }
+        }
+    }
+    match last_error {
+        Some(e) => Err(e).with_context(|| format!("cannot connect to {shown}")),
+        None => Err(anyhow!("cannot connect to {shown}: no addresses")),
+    }
+}

@@ -1,0 +1,154 @@
+//! What the server's log says about its connections, kept readable at any connection rate.
+//!
+//! A person who connects a few clients sees each connection's open and close line. When lines
+//! come faster than a person reads (`LINES_PER_SECOND`), the per-connection lines give way to
+//! one summary line a second until a whole second is quiet again; `-v` keeps them all. Repeated
+//! warnings get a line a second with a count of the rest. Deciding costs a few atomic operations
+//! per connection, so the default log level costs next to nothing over `-q`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::numbers::{bytes, thousands};
+
+/// About 20 connections a second, two lines each.
+const LINES_PER_SECOND: u64 = 40;
+/// Repeated warnings are logged at most this often.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Activity {
+    /// `-v`: every connection's lines, however many.
+    all_lines: bool,
+    summarizing: AtomicBool,
+    /// Per-connection lines logged this second.
+    lines: AtomicU64,
+    /// This second's totals, for the summary line.
+    opened: AtomicU64,
+    closed: AtomicU64,
+    closed_bytes: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            all_lines: log::log_enabled!(log::Level::Debug),
+            summarizing: AtomicBool::new(false),
+            lines: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            closed_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// A connection opened; true if its `connected` line should be logged.
+    pub fn opened(&self) -> bool {
+        self.opened.fetch_add(1, Relaxed);
+        self.admit()
+    }
+
+    /// A connection closed after echoing `echoed` bytes; true if its close line should be logged.
+    pub fn closed(&self, echoed: u64) -> bool {
+        self.closed.fetch_add(1, Relaxed);
+        self.closed_bytes.fetch_add(echoed, Relaxed);
+        self.admit()
+    }
+
+    fn admit(&self) -> bool {
+        if self.all_lines {
+            return true;
+        }
+        if self.summarizing.load(Relaxed) {
+            return false;
+        }
+        if self.lines.fetch_add(1, Relaxed) < LINES_PER_SECOND {
+            return true;
+        }
+        self.summarizing.store(true, Relaxed);
+        false
+    }
+
+    /// Called once a second: logs the summary while summarizing, and ends it after a quiet second.
+    pub fn tick(&self, open: usize) {
+        let opened = self.opened.swap(0, Relaxed);
+        let closed = self.closed.swap(0, Relaxed);
+        let echoed = self.closed_bytes.swap(0, Relaxed);
+        self.lines.store(0, Relaxed);
+        if !self.summarizing.load(Relaxed) {
+            return;
+        }
+        info!(
+            "last 1s: {} connections opened, {} closed ({} echoed), {} open; \
+             per-connection lines resume when it is quieter, -v shows them all",
+            thousands(opened),
+            thousands(closed),
+            bytes(echoed),
+            thousands(open as u64),
+        );
+        if opened + closed < LINES_PER_SECOND {
+            self.summarizing.store(false, Relaxed);
+        }
+    }
+}
+
+/// A warning that may repeat fast (accept failures, thread limits, failing connections):
+/// logged at most once per `WARN_INTERVAL`, with a count of those held back.
+#[derive(Default)]
+pub struct RateLimit {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimit {
+    pub fn warn(&self, message: impl FnOnce(String) -> String) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, suppressed) = &mut *state;
+        if last.is_some_and(|t| t.elapsed() < WARN_INTERVAL) {
+            *suppressed += 1;
+            return;
+        }
+        let held_back = match *suppressed {
+            0 => String::new(),
+            n => format!(" ({} more since the last report)", thousands(n)),
+        };
+        *last = Some(Instant::now());
+        *suppressed = 0;
+        drop(state);
+        warn!("{}", message(held_back));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_summarized_and_a_quiet_second_ends_the_summary() {
+        let activity = Activity {
+            all_lines: false,
+            ..Activity::new()
+        };
+        let logged = (0..1000).filter(|_| activity.opened()).count() as u64;
+        assert_eq!(logged, LINES_PER_SECOND);
+        assert!(activity.summarizing.load(Relaxed));
+        activity.tick(1000);
+        assert!(activity.summarizing.load(Relaxed), "a busy second goes on");
+        assert!(!activity.closed(10), "still summarizing");
+        activity.tick(999);
+        assert!(
+            !activity.summarizing.load(Relaxed),
+            "a quiet second ends it"
+        );
+        assert!(activity.opened());
+    }
+
+    #[test]
+    fn with_all_lines_nothing_is_held_back() {
+        let activity = Activity {
+            all_lines: true,
+            ..Activity::new()
+        };
+        assert!((0..1000).all(|_| activity.opened()));
+    }
+}

@@ -1,0 +1,142 @@
+//! One connection's life, on its own thread: the echo, then one close line saying how it ended.
+
+use std::io::{self, ErrorKind};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use log::{Level, info};
+use socket2::{SockRef, TcpKeepalive};
+
+use super::Shared;
+use crate::transform::{self, EchoError};
+
+/// After the first keepalive probe, probes this far apart, and give up after this many: a peer
+/// that vanished is found within `--keepalive` + 60 s.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 6;
+
+/// How each connection is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub idle_timeout: Option<Duration>,
+    pub keepalive: Option<Duration>,
+}
+
+/// One open connection; dropping it (however the thread ends) takes it off the books.
+pub struct Connection {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub stream: Arc<TcpStream>,
+    pub echoed: u64,
+    pub shared: Arc<Shared>,
+}
+
+impl Connection {
+    pub fn serve(mut self, settings: Settings) {
+        let started = Instant::now();
+        if self.shared.activity.opened() {
+            info!("{}: connected", self.peer);
+        }
+        let result = self.echo(settings);
+        let (level, text) = if self.shared.cutting.load(Ordering::SeqCst) {
+            (Level::Info, "cut at shutdown".to_string())
+        } else {
+            describe(result, settings.idle_timeout)
+        };
+        let line = || {
+            format!(
+                "{}: closed, {} bytes echoed in {:.3?}, {text}",
+                self.peer,
+                self.echoed,
+                started.elapsed()
+            )
+        };
+        // Counted either way, so the summary line knows of it.
+        let routine_logged = self.shared.activity.closed(self.echoed);
+        match level {
+            Level::Info if routine_logged => info!("{}", line()),
+            Level::Info => {}
+            _ => self.shared.warnings.warn(|held_back| {
+                let mut line = line();
+                line.push_str(&held_back);
+                line
+            }),
+        }
+    }
+
+    /// The data path: socket → buffer → uppercase → socket, then our FIN after the peer's.
+    fn echo(&mut self, settings: Settings) -> Result<(), EchoError> {
+        let stream = &*self.stream;
+        // Without this, a small reply waits on Nagle until the peer's delayed ACK (~40 ms).
+        stream.set_nodelay(true).map_err(EchoError::Write)?;
+        if let Some(idle) = settings.keepalive {
+            let keepalive = TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(KEEPALIVE_INTERVAL)
+                .with_retries(KEEPALIVE_PROBES);
+            SockRef::from(stream)
+                .set_tcp_keepalive(&keepalive)
+                .map_err(EchoError::Read)?;
+        }
+        if let Some(idle) = settings.idle_timeout {
+            stream
+                .set_read_timeout(Some(idle))
+                .map_err(EchoError::Read)?;
+            stream
+                .set_write_timeout(Some(idle))
+                .map_err(EchoError::Write)?;
+        }
+        transform::echo(stream, stream, &mut self.echoed)?;
+        // The peer may already be gone; its close was still a normal end.
+        let _ = stream.shutdown(Shutdown::Write);
+        Ok(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.served.fetch_add(1, Ordering::Relaxed);
+        self.shared.bytes.fetch_add(self.echoed, Ordering::Relaxed);
+        let mut open = self.shared.lock();
+        open.streams.remove(&self.id);
+        if open.waiters > 0 {
+            drop(open);
+            self.shared.changed.notify_all();
+        }
+    }
+}
+
+/// How a connection ended, for its close line: `Info` for the routine, `Warn` for the rest.
+fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> (Level, String) {
+    use Level::{Info, Warn};
+    let idle = idle_timeout.unwrap_or_default();
+    let timed_out = |e: &io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    let gone = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::BrokenPipe
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected
+        )
+    };
+    match result {
+        Ok(()) => (Info, "closed by peer".into()),
+        Err(EchoError::Read(e)) if timed_out(&e) && idle_timeout.is_some() => {
+            (Info, format!("idle for {idle:?}"))
+        }
+        Err(EchoError::Write(e)) if timed_out(&e) && idle_timeout.is_some() => {
+            (Info, format!("peer stopped reading for {idle:?}"))
+        }
+        // Keepalive probes went unanswered: the peer vanished without a FIN or a reset.
+        Err(EchoError::Read(e) | EchoError::Write(e)) if e.kind() == ErrorKind::TimedOut => {
+            (Info, "peer vanished (keepalive probes unanswered)".into())
+        }
+        Err(EchoError::Read(e)) if gone(&e) => (Info, format!("reset by peer ({e})")),
+        Err(EchoError::Write(e)) if gone(&e) => (Info, format!("peer went away mid-write ({e})")),
+        Err(EchoError::Read(e)) => (Warn, format!("read failed: {e}")),
+        Err(EchoError::Write(e)) => (Warn, format!("write failed: {e}")),
+    }
+}
