@@ -2,7 +2,8 @@
 # Side-by-side performance of tcpdemo. `tcpdemo bench` runs in every mode against four servers,
 # interleaved round by round: `tcpdemo server`, the minimal std thread-per-connection echo and
 # tokio's echo (tests/peers, the references of the performance targets), and a socat uppercase
-# server. Then the client against `nc -N`, and memory per idle connection. One table, with ratios.
+# server. Then the client against `nc -N`, the cost of the server's log, and memory per idle
+# connection. One table, with ratios.
 #
 # Loopback only. Every load is bounded: each bench run by --duration, the pipe tests by a 1 GiB
 # file, the memory test by 10,000 connections; everything started here is stopped on exit.
@@ -52,6 +53,8 @@ start() { # name command...
     port[$name]=${line##*:}
 }
 start tcpdemo "$BIN" server --port 0 -q --max-connections 15000
+# The same at the default log level, its log kept, for what logging costs.
+start logged sh -c "exec '$BIN' server --port 0 --max-connections 15000 2>'$tmp/server.log'"
 start std "$PEERS/std-echo"
 start tokio "$PEERS/tokio-echo"
 
@@ -82,6 +85,23 @@ for round in $(seq "$ROUNDS"); do
         done
     done
     echo "  round $round done" >&2
+done
+
+# Server CPU per connection at the default log level and with -q, from /proc (clock ticks of
+# 10 ms: a 3 s run of about 40,000 connections takes 1.5 s of CPU), and log lines per second.
+echo "log cost: connect mode against tcpdemo at the default log level and with -q" >&2
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for round in $(seq "$ROUNDS"); do
+    for name in logged tcpdemo; do
+        before=$(cpu_ticks "${pid[$name]}")
+        lines_before=$(wc -l <"$tmp/server.log")
+        ops=$("$BIN" bench -H "$HOST" -p "${port[$name]}" --mode connect --connections 4 \
+            --duration "$DURATION" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["operations"])')
+        ticks=$(($(cpu_ticks "${pid[$name]}") - before))
+        lines=$(($(wc -l <"$tmp/server.log") - lines_before))
+        [ "$name" = logged ] || lines=0
+        echo "$name logcost $ops $ticks $lines 0" >>"$results"
+    done
 done
 
 echo "client: 1 GiB through tcpdemo server, tcpdemo client vs nc -N" >&2
@@ -119,6 +139,13 @@ rows = {}
 for line in open(results):
     name, mode, ops, mib, p99, errors = line.split()
     rows.setdefault((mode, name), []).append((float(ops), float(mib), float(p99), int(errors)))
+logcost = {}
+for name in ("logged", "tcpdemo"):
+    runs = rows.pop(("logcost", name))
+    # ticks are 10 ms; per connection in us, and log lines per second of the run
+    logcost[name] = (statistics.median(t * 1e4 / ops for ops, t, _, _ in runs),
+                     statistics.median(lines / float(duration) for _, _, lines, _ in runs),
+                     statistics.median(ops / float(duration) for ops, _, _, _ in runs))
 def med(mode, name, i):
     return statistics.median(r[i] for r in rows[(mode, name)])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -144,4 +171,9 @@ print("| --- | ---: | ---: | ---: |")
 print(f"| 1 GiB pipe, s, vs `nc -N` | {p[0]:.2f} | {p[1]:.2f} | {p[0] / p[1]:.2f}x |")
 print(f"| 1 GiB pipe, s, vs `tcpdemo bench --mode stream` | {p[0]:.2f} | {stream_secs:.2f} | {p[0] / stream_secs:.2f}x |")
 print(f"| one-shot `client hello`, ms, vs `printf hello \\| nc -N` | {o[0] * 1e3:.2f} | {o[1] * 1e3:.2f} | {o[0] / o[1]:.2f}x |")
+(logged_us, lines_per_s, rate), quiet_us = logcost["logged"], logcost["tcpdemo"][0]
+print(f"\n| server log, connect mode at {rate:,.0f} connections/s | default level | `-q` | default / `-q` |")
+print("| --- | ---: | ---: | ---: |")
+print(f"| server CPU per connection, us | {logged_us:.1f} | {quiet_us:.1f} | {logged_us / quiet_us:.2f}x |")
+print(f"| log lines per second | {lines_per_s:.1f} | 0 | |")
 EOF

@@ -1,8 +1,10 @@
 //! What the server's log says about its connections, kept readable at any connection rate.
 //!
 //! A person who connects a few clients sees each connection's open and close line. When lines
-//! come faster than a person reads (`LINES_PER_SECOND`), the per-connection lines give way to
-//! one summary line a second until a whole second is quiet again; `-v` keeps them all. Repeated
+//! come faster than a person reads (about 20 connections a second), the per-connection lines
+//! give way to one summary line a second until a whole second is quiet again; `-v` keeps them
+//! all. The budget is handed out a quarter of a second at a time, so a burst shows at most a
+//! handful of lines before its summary. Repeated
 //! warnings get a line a second with a count of the rest. Deciding costs a few atomic operations
 //! per connection, so the default log level costs next to nothing over `-q`.
 
@@ -16,6 +18,10 @@ use crate::numbers::{bytes, thousands};
 
 /// About 20 connections a second, two lines each.
 const LINES_PER_SECOND: u64 = 40;
+/// The budget of each quarter second.
+const LINES_PER_QUARTER: u64 = LINES_PER_SECOND / 4;
+/// How often `refill` is due.
+pub const QUARTER: Duration = Duration::from_millis(250);
 /// Repeated warnings are logged at most this often.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -23,7 +29,7 @@ pub struct Activity {
     /// `-v`: every connection's lines, however many.
     all_lines: bool,
     summarizing: AtomicBool,
-    /// Per-connection lines logged this second.
+    /// Per-connection lines logged this quarter second.
     lines: AtomicU64,
     /// This second's totals, for the summary line.
     opened: AtomicU64,
@@ -63,11 +69,16 @@ impl Activity {
         if self.summarizing.load(Relaxed) {
             return false;
         }
-        if self.lines.fetch_add(1, Relaxed) < LINES_PER_SECOND {
+        if self.lines.fetch_add(1, Relaxed) < LINES_PER_QUARTER {
             return true;
         }
         self.summarizing.store(true, Relaxed);
         false
+    }
+
+    /// Called every `QUARTER`: a new quarter second's budget of lines.
+    pub fn refill(&self) {
+        self.lines.store(0, Relaxed);
     }
 
     /// Called once a second: logs the summary while summarizing, and ends it after a quiet second.
@@ -75,8 +86,13 @@ impl Activity {
         let opened = self.opened.swap(0, Relaxed);
         let closed = self.closed.swap(0, Relaxed);
         let echoed = self.closed_bytes.swap(0, Relaxed);
-        self.lines.store(0, Relaxed);
         if !self.summarizing.load(Relaxed) {
+            return;
+        }
+        if opened + closed < LINES_PER_SECOND {
+            self.summarizing.store(false, Relaxed);
+        }
+        if opened + closed == 0 {
             return;
         }
         info!(
@@ -87,9 +103,6 @@ impl Activity {
             bytes(echoed),
             thousands(open as u64),
         );
-        if opened + closed < LINES_PER_SECOND {
-            self.summarizing.store(false, Relaxed);
-        }
     }
 }
 
@@ -130,7 +143,9 @@ mod tests {
             ..Activity::new()
         };
         let logged = (0..1000).filter(|_| activity.opened()).count() as u64;
-        assert_eq!(logged, LINES_PER_SECOND);
+        assert_eq!(logged, LINES_PER_QUARTER);
+        activity.refill();
+        assert!(!activity.opened(), "a new quarter does not end the summary");
         assert!(activity.summarizing.load(Relaxed));
         activity.tick(1000);
         assert!(activity.summarizing.load(Relaxed), "a busy second goes on");

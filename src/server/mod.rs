@@ -80,7 +80,10 @@ pub fn run(config: Config) -> Result<()> {
         .name("activity".into())
         .spawn(move || {
             loop {
-                thread::sleep(Duration::from_secs(1));
+                for _ in 0..4 {
+                    thread::sleep(activity::QUARTER);
+                    shared.activity.refill();
+                }
                 let open = shared.lock().streams.len();
                 shared.activity.tick(open);
             }
