@@ -13,6 +13,7 @@ use crate::cli::{BenchArgs, BenchMode};
 use crate::client;
 use crate::numbers::byte;
 use crate::output::write_out;
+use crate::stall;
 
 /// Bounds every wait on the server, so a stalled server ends the run instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -291,7 +292,7 @@ fn read_checked(
     let n = loop {
         match stream.read(buf) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if is_timeout(&e) => {
+            Err(e) if stall::is_timeout(&e) => {
                 return Err(io::Error::new(
                     ErrorKind::TimedOut,
                     format!("no reply from the server for {IO_TIMEOUT:?}"),
@@ -325,13 +326,9 @@ fn read_checked(
     Err(io::Error::new(ErrorKind::InvalidData, message))
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
 /// A write with `IO_TIMEOUT` that made no progress: named for what it means.
 fn stalled_write(e: io::Error) -> io::Error {
-    if is_timeout(&e) {
+    if stall::is_timeout(&e) {
         io::Error::new(
             ErrorKind::TimedOut,
             format!("the server stopped reading for {IO_TIMEOUT:?}"),
@@ -396,7 +393,7 @@ fn one_request(
 /// Sends `size` bytes of the pattern and checks the `size`-byte reply, never more than `WINDOW`
 /// ahead of it; `half_close` shuts our side down after the last byte.
 fn send_and_check(
-    mut stream: &TcpStream,
+    stream: &TcpStream,
     size: usize,
     pattern: &Pattern,
     buf: &mut [u8],
@@ -406,8 +403,7 @@ fn send_and_check(
     while received < size {
         if sent < size && sent - received < WINDOW {
             let n = (size - sent).min(WINDOW - (sent - received));
-            stream
-                .write_all(pattern.send(sent as u64, n))
+            stall::write_all(stream, pattern.send(sent as u64, n), Some(IO_TIMEOUT))
                 .map_err(stalled_write)?;
             sent += n;
             if half_close && sent == size {
@@ -446,12 +442,14 @@ fn stream(
             .spawn_scoped(scope, || {
                 let mut sent = 0u64;
                 let mut writes = 0u64;
-                let mut stream = &conn;
+                let stream = &conn;
                 let result = loop {
                     if Instant::now() >= deadline {
                         break stream.shutdown(Shutdown::Write);
                     }
-                    if let Err(e) = stream.write_all(pattern.send(sent, size)) {
+                    if let Err(e) =
+                        stall::write_all(stream, pattern.send(sent, size), Some(IO_TIMEOUT))
+                    {
                         break Err(stalled_write(e));
                     }
                     sent += size as u64;

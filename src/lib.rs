@@ -10,5 +10,6 @@ pub mod logger;
 pub mod numbers;
 pub mod output;
 pub mod server;
+pub mod stall;
 pub mod transform;
 mod workers;

@@ -15,6 +15,7 @@ use log::debug;
 use super::check::{self, Expect, Outbox, ReplyCheck};
 use crate::numbers::thousands;
 use crate::output::{Output, write_out};
+use crate::stall;
 
 /// Large copies: one syscall moves a lot, and a pipe of gigabytes costs few of them.
 const COPY_BUF: usize = 256 * 1024;
@@ -62,8 +63,7 @@ pub fn exchange<R: Read + Send + 'static>(
         Input::Message(message) if message.len() <= INLINE_MESSAGE => {
             let chunk = outbox.post_message(message);
             sending.attempt(&stream, true, || {
-                (&stream)
-                    .write_all(&chunk)
+                stall::write_all(&stream, &chunk, timeout)
                     .and_then(|()| stream.shutdown(Shutdown::Write))
             });
             sending.lock().done = true;
@@ -121,7 +121,7 @@ fn receive(
                 verdict?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(e) if stall::is_timeout(&e) => {
                 // The reply timeout only counts once everything is sent: before that, the server
                 // may simply be waiting for a person still typing.
                 let (Some(limit), Some(sent_at)) = (timeout, sending.lock().half_closed) else {
@@ -232,7 +232,7 @@ impl Sending {
             Err(e) => {
                 debug!("sending stopped: {e}");
                 match e.kind() {
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut if self.timeout.is_some() => {
+                    _ if stall::is_timeout(&e) && self.timeout.is_some() => {
                         state.stalled = true;
                         // Wake the receiver: the exchange is over.
                         let _ = stream.shutdown(Shutdown::Both);
@@ -296,8 +296,7 @@ struct Sender {
 impl Sender {
     fn send_message(&self, message: &[u8]) {
         self.shared.attempt(&self.stream, true, || {
-            (&self.stream)
-                .write_all(message)
+            stall::write_all(&self.stream, message, self.shared.timeout)
                 .and_then(|()| self.stream.shutdown(Shutdown::Write))
         });
     }
@@ -335,10 +334,9 @@ impl Sender {
                 break;
             }
             let chunk = outbox.post(buf, n);
-            if !self
-                .shared
-                .attempt(&self.stream, false, || (&self.stream).write_all(&chunk))
-            {
+            if !self.shared.attempt(&self.stream, false, || {
+                stall::write_all(&self.stream, &chunk, self.shared.timeout)
+            }) {
                 return;
             }
         }

@@ -1,0 +1,81 @@
+//! Writes to a peer that may stop reading, bounded by the socket's write timeout.
+//!
+//! With a write timeout set, a blocking write that waited the whole timeout returns whatever
+//! little room opened meanwhile (Linux hands back a few KiB as the receiver's buffer is
+//! compacted), so `write_all` would wait the timeout again and again for a peer that has
+//! stopped reading. Here a write that waited the whole timeout and still could not finish is a
+//! stall, whatever it managed.
+
+use std::io::{self, ErrorKind, Write};
+use std::time::{Duration, Instant};
+
+/// `write_all`, except that a write that blocks for `timeout` (the socket's write timeout)
+/// without finishing fails with `TimedOut`.
+pub fn write_all(mut out: impl Write, mut buf: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+    while !buf.is_empty() {
+        let started = Instant::now();
+        match out.write(buf) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) if n < buf.len() && timeout.is_some_and(|t| started.elapsed() >= t) => {
+                return Err(io::Error::new(ErrorKind::TimedOut, "peer stopped reading"));
+            }
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether an error is a timeout, as systems report them (`EAGAIN` on Unix, `TimedOut`
+/// elsewhere).
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes `per_write` bytes a call, each call taking `delay`.
+    struct Slow {
+        per_write: usize,
+        delay: Duration,
+        taken: Vec<u8>,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(self.delay);
+            let n = buf.len().min(self.per_write);
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_that_waited_the_whole_timeout_and_fell_short_is_a_stall() {
+        let mut slow = Slow {
+            per_write: 2,
+            delay: Duration::from_millis(30),
+            taken: Vec::new(),
+        };
+        let error = write_all(&mut slow, b"abcdef", Some(Duration::from_millis(20))).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::TimedOut);
+        assert_eq!(slow.taken, b"ab");
+    }
+
+    #[test]
+    fn quick_partial_writes_are_progress() {
+        let mut fast = Slow {
+            per_write: 2,
+            delay: Duration::ZERO,
+            taken: Vec::new(),
+        };
+        write_all(&mut fast, b"abcdef", Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(fast.taken, b"abcdef");
+    }
+}
