@@ -143,6 +143,7 @@ fn plain_mode_measures_an_unmodified_echo() {
     );
 }
 
+#[cfg(target_os = "linux")] // /dev/full
 #[test]
 fn a_stdout_that_fails_is_one_error_and_one_that_closed_is_a_quiet_end() {
     let server = Server::start(&["-q"]);
@@ -206,6 +207,9 @@ fn no_server_is_one_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        format!("error: cannot connect to 127.0.0.1:{port}: Connection refused (os error 111)\n")
+        format!(
+            "error: cannot connect to 127.0.0.1:{port}: {}\n",
+            refused_text()
+        )
     );
 }

@@ -232,7 +232,8 @@ fn connection_refused_exits_1_with_one_line() {
         .code(1)
         .stdout("")
         .stderr(format!(
-            "error: cannot connect to 127.0.0.1:{port}: Connection refused (os error 111)\n"
+            "error: cannot connect to 127.0.0.1:{port}: {}\n",
+            refused_text()
         ));
 }
 
@@ -286,7 +287,8 @@ fn port_in_use_exits_1_with_one_line() {
         .code(1)
         .stdout("")
         .stderr(predicate::eq(format!(
-            "error: cannot listen on 127.0.0.1:{port}: Address already in use (os error 98)\n"
+            "error: cannot listen on 127.0.0.1:{port}: {}\n",
+            in_use_text()
         )));
 }
 
@@ -388,7 +390,7 @@ fn server_logs_open_and_close_and_verbosity_flags_work() {
     };
     let mut overridden = overridden;
     client(&overridden).arg("x").assert().success();
-    overridden.signal(libc::SIGTERM);
+    overridden.stop();
     assert!(
         overridden
             .wait(Duration::from_secs(20))

@@ -6,17 +6,14 @@
 mod check;
 mod exchange;
 
-use std::fs::File;
-use std::io;
 use std::net::TcpStream;
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use log::debug;
 
-use crate::addr;
 use crate::output::write_out;
+use crate::{addr, platform};
 pub use check::Expect;
 pub use exchange::exchange;
 
@@ -38,21 +35,10 @@ pub fn run(options: Options) -> Result<()> {
         options.port,
         options.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
     )?;
-    // Unbuffered handles on fd 0 and 1: std's stdout would flush per line, its stdin copies twice.
-    let stdout = File::from(
-        io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("cannot open stdout")?,
-    );
+    let stdout = platform::stdout().context("cannot open stdout")?;
     let input = match options.message {
         Some(message) => exchange::Input::Message(message),
-        None => exchange::Input::Stream(File::from(
-            io::stdin()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("cannot open stdin")?,
-        )),
+        None => exchange::Input::Stream(platform::stdin().context("cannot open stdin")?),
     };
     let is_message = matches!(input, exchange::Input::Message(_));
     let finished = exchange(stream, input, &stdout, options.timeout, options.expect)?;

@@ -20,7 +20,7 @@ use log::{debug, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::workers::{Job, Workers};
-use crate::{addr, limits};
+use crate::{addr, platform};
 use activity::{Activity, RateLimit, WARN_INTERVAL};
 use connection::{Connection, Settings};
 pub use stop::Stopper;
@@ -58,8 +58,9 @@ pub struct Summary {
 
 /// Binds, prints the `listening on` line, serves until SIGINT or SIGTERM, then drains.
 pub fn run(config: Config) -> Result<()> {
-    match limits::raise_open_files() {
-        Ok((before, after)) => {
+    match platform::raise_open_files() {
+        Ok(None) => {}
+        Ok(Some((before, after))) => {
             debug!("open-file limit: {after} (was {before})");
             if config.max_connections + SPARE_FDS > after {
                 warn!(
@@ -74,7 +75,7 @@ pub fn run(config: Config) -> Result<()> {
     }
     let server = Server::bind(config)?;
     // Installed before the `listening on` line, so a signal sent as soon as it is read is handled.
-    stop::on_signals(server.stopper()?)?;
+    stop::on_stop_requests(server.stopper())?;
     let shared = Arc::clone(&server.shared);
     thread::Builder::new()
         .name("activity".into())
@@ -190,7 +191,7 @@ impl Server {
         let addr = addr::resolve(&config.host, config.port)?
             .next()
             .ok_or_else(|| anyhow!("cannot resolve {}: no addresses", config.host))?;
-        let backlog = config.backlog.or_else(limits::listen_queue_max);
+        let backlog = config.backlog.or_else(platform::listen_queue_max);
         let listener = listen(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?;
         let local_addr = listener
             .local_addr()
@@ -212,15 +213,8 @@ impl Server {
         self.local_addr
     }
 
-    pub fn stopper(&self) -> Result<Stopper> {
-        let listener = self
-            .listener
-            .try_clone()
-            .context("cannot duplicate the listening socket")?;
-        Ok(Stopper {
-            shared: Arc::clone(&self.shared),
-            listener: listener.into(),
-        })
+    pub fn stopper(&self) -> Stopper {
+        Stopper::new(Arc::clone(&self.shared), self.local_addr)
     }
 
     /// Accepts and serves until stopped, then waits up to the grace period for open connections
@@ -230,6 +224,8 @@ impl Server {
         let accept_warning = RateLimit::default();
         while self.wait_for_slot(&mut limit) {
             match self.listener.accept() {
+                // Most likely the stopper's own wake-up call.
+                Ok(_) if self.shared.stopping() => break,
                 Ok((stream, peer)) => self.dispatch(stream, peer),
                 Err(_) if self.shared.stopping() => break,
                 Err(e) => {
@@ -239,7 +235,7 @@ impl Server {
                     }
                     // Out of descriptors or memory, retrying at once would spin: the pending
                     // connection stays queued and fails again until something closes.
-                    thread::sleep(if is_resource_exhaustion(&e) {
+                    thread::sleep(if platform::is_out_of_resources(&e) {
                         RESOURCE_PAUSE
                     } else {
                         Duration::from_millis(5)
@@ -326,7 +322,7 @@ impl Server {
 /// system cuts a longer request to its maximum.
 fn listen(addr: SocketAddr, backlog: Option<u32>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    socket.set_reuse_address(platform::REUSE_ADDRESS)?;
     if addr.is_ipv6() {
         // Dual-stack where the system allows it; where it does not, IPv6 alone is still useful.
         if let Err(e) = socket.set_only_v6(false) {
@@ -378,13 +374,6 @@ fn drain(shared: &Shared, grace: Duration) -> Summary {
         bytes: shared.bytes.load(Ordering::SeqCst),
         cut,
     }
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// The connection limit's two log lines: reached (warn) and resumed (info), once per episode,

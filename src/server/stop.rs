@@ -1,7 +1,8 @@
-//! Stopping: the first SIGINT or SIGTERM stops accepting and lets open connections finish; a
-//! deliberate second one exits at once.
+//! Stopping: the first stop request (SIGINT or SIGTERM; Ctrl-C, Ctrl-Break or closing the
+//! console on Windows) stops accepting and lets open connections finish; a deliberate second
+//! one exits at once.
 
-use std::net::Shutdown;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -9,51 +10,66 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use log::{debug, warn};
-use socket2::Socket;
 
 use super::Shared;
-use crate::logger;
+use crate::{logger, platform};
 
 /// A second signal this soon after the first is the same request: `timeout` (coreutils) sends
 /// SIGTERM to the process and then to its group, so one stop can arrive twice at once.
 const SAME_REQUEST: Duration = Duration::from_secs(1);
 
-/// Stops a running server from another thread (the signal handler's).
+/// How long waking the accept loop may take: a listen queue so full that our connect waits
+/// means the loop is busy accepting and sees the stop by itself.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Stops a running server from another thread (the stop requests' thread).
 pub struct Stopper {
     pub(super) shared: Arc<Shared>,
-    pub(super) listener: Socket,
+    /// Where to connect to wake the accept loop.
+    pub(super) wake: SocketAddr,
 }
 
 impl Stopper {
-    /// Stops accepting at once: the listening socket is shut down, so new connects are refused
-    /// rather than queued, and the blocked `accept` wakes up. Open connections carry on. The
-    /// accept loop logs `why` as it ends, so the line always comes before the drain's.
+    pub(super) fn new(shared: Arc<Shared>, listening: SocketAddr) -> Stopper {
+        let ip = match listening.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        Stopper {
+            shared,
+            wake: SocketAddr::new(ip, listening.port()),
+        }
+    }
+
+    /// Stops accepting at once: the accept loop wakes, closes the listening socket, so new
+    /// connects are refused rather than queued, and logs `why` as it ends (so the line always
+    /// comes before the drain's). Open connections carry on.
+    ///
+    /// A blocked `accept` is woken by connecting to it: that works the same on every system.
+    /// Shutting the listening socket down wakes it only on Linux (macOS, the BSDs and Windows
+    /// answer ENOTCONN), and a non-blocking listener polled beside a wake-up would cost a
+    /// system call more per connection.
     pub fn stop(&self, why: &str) {
         let guard = self.shared.lock();
         let _ = self.shared.stop_reason.set(why.to_string());
         self.shared.stopping.store(true, Ordering::SeqCst);
         drop(guard);
         self.shared.changed.notify_all();
-        if let Err(e) = self.listener.shutdown(Shutdown::Both) {
-            warn!("cannot shut down the listening socket: {e}");
+        if let Err(e) = TcpStream::connect_timeout(&self.wake, WAKE_TIMEOUT) {
+            debug!("cannot wake the accept loop through {}: {e}", self.wake);
         }
     }
 }
 
-/// Handles SIGINT and SIGTERM on a thread of their own from now on.
-pub fn on_signals(stopper: Stopper) -> Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
-        .context("cannot install signal handlers")?;
+/// Handles stop requests on a thread of their own from now on.
+pub fn on_stop_requests(stopper: Stopper) -> Result<()> {
+    let requests = platform::stop_requests().context("cannot install signal handlers")?;
     thread::Builder::new()
-        .name("signals".into())
+        .name("stop".into())
         .spawn(move || {
             let mut first: Option<Instant> = None;
-            for signal in signals.forever() {
-                let name = if signal == libc::SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
+            for name in requests {
                 match first {
                     None => {
                         first = Some(Instant::now());
@@ -70,6 +86,6 @@ pub fn on_signals(stopper: Stopper) -> Result<()> {
                 }
             }
         })
-        .context("cannot start the signal thread")?;
+        .context("cannot start the stop thread")?;
     Ok(())
 }

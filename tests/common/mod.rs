@@ -94,7 +94,7 @@ impl Log {
 pub struct Server {
     pub addr: SocketAddr,
     pub log: Log,
-    pid: i32,
+    child: Arc<Mutex<Child>>,
     exited: Receiver<(ExitStatus, String)>,
     status: Option<ExitStatus>,
     /// What the server printed on stdout after its `listening on` line, known once it exited.
@@ -127,6 +127,7 @@ impl Server {
 
     /// Like `spawn`, but nobody reads the server's stderr until `read_log`.
     pub fn spawn_unread(mut command: Command) -> Server {
+        sys::prepare(&mut command);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -150,19 +151,29 @@ impl Server {
             );
         };
         let addr: SocketAddr = addr.parse().expect("an address in the listening line");
-        let pid = child.id() as i32;
+        let child = Arc::new(Mutex::new(child));
         let (tx, exited) = mpsc::channel();
+        let waited = Arc::clone(&child);
         thread::spawn(move || {
             let mut rest = String::new();
             let _ = stdout.read_to_string(&mut rest);
-            if let Ok(status) = child.wait() {
-                let _ = tx.send((status, rest));
+            // Polled, so that `kill` can take the child meanwhile.
+            loop {
+                match waited.lock().unwrap().try_wait() {
+                    Ok(Some(status)) => {
+                        let _ = tx.send((status, rest));
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(_) => return,
+                }
+                thread::sleep(Duration::from_millis(5));
             }
         });
         Server {
             addr,
             log,
-            pid,
+            child,
             exited,
             status: None,
             more_stdout: String::new(),
@@ -191,9 +202,15 @@ impl Server {
         stream
     }
 
+    fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
+    }
+
     /// CPU time the server has used so far (Linux: from /proc).
+    #[cfg(target_os = "linux")]
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read /proc");
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc");
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let fields: Vec<&str> = stat
             .rsplit_once(')')
@@ -207,9 +224,17 @@ impl Server {
         Duration::from_millis(ticks * 1000 / per_second)
     }
 
+    /// Sends a signal (Unix only: tests of signals in particular).
+    #[cfg(unix)]
     pub fn signal(&self, signal: i32) {
+        let pid = self.pid() as i32;
         // SAFETY: kill has no memory effects; the pid is our own child, not yet reaped.
-        assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0, "send signal");
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "send signal");
+    }
+
+    /// Asks the server to stop as a person would: SIGTERM on Unix, Ctrl-Break on Windows.
+    pub fn stop(&self) {
+        sys::request_stop(self.pid());
     }
 
     /// Waits for the server to exit; `None` if it is still running after `timeout`.
@@ -231,10 +256,70 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.wait(Duration::ZERO).is_none() {
-            self.signal(libc::SIGKILL);
+            let _ = self.child.lock().unwrap().kill();
             let _ = self.wait(Duration::from_secs(10));
         }
     }
+}
+
+/// How a test stops a server, by system.
+#[cfg(unix)]
+mod sys {
+    use std::process::Command;
+
+    pub fn prepare(_command: &mut Command) {}
+
+    pub fn request_stop(pid: u32) {
+        // SAFETY: kill has no memory effects; the pid is our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    }
+}
+
+#[cfg(windows)]
+mod sys {
+    use std::os::windows::process::CommandExt;
+    use std::process::Command;
+
+    use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent};
+
+    /// From WinBase.h; the one constant is not worth another feature of windows-sys.
+    const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+
+    /// A group of its own, so that Ctrl-Break reaches the server and not the tests.
+    pub fn prepare(command: &mut Command) {
+        command.creation_flags(CREATE_NEW_PROCESS_GROUP);
+    }
+
+    pub fn request_stop(pid: u32) {
+        // SAFETY: a plain call; the group id is the server's own process id.
+        assert_ne!(
+            unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid) },
+            0
+        );
+    }
+}
+
+/// The system's own text for an error, as std shows it, e.g. `Connection refused (os error
+/// 111)` on Linux: tests compare against it rather than against one system's wording.
+pub fn system_text(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+/// What connecting to a port nobody listens on fails with, here.
+pub fn refused_text() -> String {
+    let port = closed_port();
+    system_text(TcpStream::connect(("127.0.0.1", port)).expect_err("nothing listens"))
+}
+
+/// What binding a port already in use fails with, here.
+pub fn in_use_text() -> String {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    system_text(
+        socket
+            .bind(&taken.local_addr().unwrap().into())
+            .expect_err("port in use"),
+    )
 }
 
 /// A client child process whose stdin the test controls.

@@ -1,0 +1,60 @@
+//! What differs between systems, behind one interface: Unix (Linux, macOS, the BSDs) in
+//! `unix.rs`, Windows in `windows.rs`. Nothing else in tcpdemo needs a `cfg`.
+
+use std::fs::File;
+use std::io;
+use std::sync::mpsc::Receiver;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as system;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as system;
+
+/// Raises the limit on open files as far as the system lets a process, as Go's runtime does at
+/// start-up: every connection is one, and the usual soft limit (1024, or 256 on macOS) is far
+/// below what a thread-per-connection server can hold. The limit before and after, or `None`
+/// where there is no such limit (Windows).
+pub fn raise_open_files() -> io::Result<Option<(u64, u64)>> {
+    system::raise_open_files()
+}
+
+/// The longest listen queue the system grants (Linux: `net.core.somaxconn`, macOS:
+/// `kern.ipc.somaxconn`), `None` where it cannot be read; asking for more gets this.
+pub fn listen_queue_max() -> Option<u32> {
+    system::listen_queue_max()
+}
+
+/// Whether a failed `accept` means the process or system ran out of descriptors, sockets or
+/// memory: retrying at once would only spin.
+pub fn is_out_of_resources(e: &io::Error) -> bool {
+    e.raw_os_error()
+        .is_some_and(|code| system::OUT_OF_RESOURCES.contains(&code))
+}
+
+/// Whether a listening socket should set `SO_REUSEADDR`: on Unix it lets a restarted server
+/// bind while old connections linger in TIME_WAIT; on Windows it would let another process
+/// take over a port already in use, so std, mio and tokio leave it off there, and so do we.
+pub const REUSE_ADDRESS: bool = system::REUSE_ADDRESS;
+
+/// Standard input as an unbuffered `File` of its own: std's `Stdin` copies through a buffer.
+pub fn stdin() -> io::Result<File> {
+    system::stdin()
+}
+
+/// Standard output as an unbuffered `File` of its own: std's `Stdout` flushes per line.
+pub fn stdout() -> io::Result<File> {
+    system::stdout()
+}
+
+/// Requests to stop, named as the person sent them (`SIGINT`, `Ctrl-C`, …), from now on.
+/// Unix: SIGINT and SIGTERM. Windows: Ctrl-C, Ctrl-Break and closing the console window.
+pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
+    system::stop_requests()
+}
+
+/// How to stop the server, for its help and log lines.
+pub const STOP_KEYS: &str = system::STOP_KEYS;

@@ -1,0 +1,119 @@
+//! Unix: Linux, macOS and the BSDs.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+pub const OUT_OF_RESOURCES: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
+pub const REUSE_ADDRESS: bool = true;
+pub const STOP_KEYS: &str = "SIGINT (Ctrl-C) or SIGTERM";
+
+pub fn raise_open_files() -> io::Result<Option<(u64, u64)>> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    let target = match max_files_per_process() {
+        // macOS: the hard limit is usually "unlimited", which the soft limit may not be set to.
+        Some(max) => limit.rlim_max.min(max),
+        None => limit.rlim_max,
+    };
+    if limit.rlim_cur < target {
+        limit.rlim_cur = target;
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(Some((as_u64(before), as_u64(limit.rlim_cur))))
+}
+
+#[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux and macOS, not everywhere
+fn as_u64(value: libc::rlim_t) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// The most open files a process may have, where the hard limit does not say (as Go's
+/// `os/rlimit_darwin.go` reads it).
+#[cfg(target_os = "macos")]
+fn max_files_per_process() -> Option<libc::rlim_t> {
+    sysctl_int(c"kern.maxfilesperproc").map(|n| n as libc::rlim_t)
+}
+
+#[cfg(not(target_os = "macos"))]
+fn max_files_per_process() -> Option<libc::rlim_t> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+pub fn listen_queue_max() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(target_os = "macos")]
+pub fn listen_queue_max() -> Option<u32> {
+    sysctl_int(c"kern.ipc.somaxconn").and_then(|n| u32::try_from(n).ok())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn listen_queue_max() -> Option<u32> {
+    None
+}
+
+#[cfg(target_os = "macos")]
+fn sysctl_int(name: &std::ffi::CStr) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>();
+    // SAFETY: sysctlbyname writes at most `len` bytes into `value`, and sets `len`.
+    let status = unsafe {
+        libc::sysctlbyname(
+            name.as_ptr(),
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (status == 0 && len == std::mem::size_of::<libc::c_int>()).then_some(value)
+}
+
+pub fn stdin() -> io::Result<File> {
+    Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
+}
+
+pub fn stdout() -> io::Result<File> {
+    Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?))
+}
+
+pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                if tx.send(name).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
+}

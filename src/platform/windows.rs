@@ -1,0 +1,75 @@
+//! Windows.
+
+use std::fs::File;
+use std::io;
+use std::os::windows::io::AsHandle;
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use windows_sys::Win32::Foundation::{FALSE, TRUE};
+use windows_sys::Win32::System::Console::{
+    CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, SetConsoleCtrlHandler,
+};
+use windows_sys::core::BOOL;
+
+/// WSAEMFILE, WSAENOBUFS: out of sockets or of buffer space for them.
+pub const OUT_OF_RESOURCES: [i32; 2] = [10024, 10055];
+pub const REUSE_ADDRESS: bool = false;
+pub const STOP_KEYS: &str = "Ctrl-C, Ctrl-Break or closing the console";
+
+/// Windows has no per-process limit on open sockets to raise.
+pub fn raise_open_files() -> io::Result<Option<(u64, u64)>> {
+    Ok(None)
+}
+
+/// Winsock picks its own maximum when asked for `SOMAXCONN`, which the caller's request for the
+/// largest queue amounts to.
+pub fn listen_queue_max() -> Option<u32> {
+    None
+}
+
+pub fn stdin() -> io::Result<File> {
+    Ok(File::from(io::stdin().as_handle().try_clone_to_owned()?))
+}
+
+pub fn stdout() -> io::Result<File> {
+    Ok(File::from(io::stdout().as_handle().try_clone_to_owned()?))
+}
+
+/// Where the console handler, which Windows runs on a thread of its own, sends what it got.
+static REQUESTS: Mutex<Option<Sender<&'static str>>> = Mutex::new(None);
+
+/// How long the handler holds on after the console was closed: Windows ends the process when the
+/// handler returns, or after about 5 s, so this lets the stop run its course meanwhile.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+unsafe extern "system" fn on_console_event(event: u32) -> BOOL {
+    let name = match event {
+        CTRL_C_EVENT => "Ctrl-C",
+        CTRL_BREAK_EVENT => "Ctrl-Break",
+        CTRL_CLOSE_EVENT => "console closed",
+        _ => return FALSE,
+    };
+    if let Ok(guard) = REQUESTS.lock()
+        && let Some(tx) = guard.as_ref()
+    {
+        let _ = tx.send(name);
+    }
+    if event == CTRL_CLOSE_EVENT {
+        std::thread::sleep(CLOSE_WAIT);
+    }
+    TRUE
+}
+
+pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
+    let (tx, rx) = mpsc::channel();
+    *REQUESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+    // SAFETY: the handler is a plain function that lives as long as the process.
+    if unsafe { SetConsoleCtrlHandler(Some(on_console_event), TRUE) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rx)
+}
