@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io;
+use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::Receiver;
 
 #[cfg(unix)]
@@ -54,6 +55,14 @@ pub fn stdout() -> io::Result<File> {
 /// Unix: SIGINT and SIGTERM. Windows: Ctrl-C, Ctrl-Break and closing the console window.
 pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
     system::stop_requests()
+}
+
+/// Ends a connection another thread may be blocked on, and wakes that thread. Unix: a shutdown
+/// does both. Windows: a shutdown does not wake a blocked `recv` (seen under Wine), so the
+/// socket's pending I/O is cancelled too.
+pub fn interrupt(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Both);
+    system::cancel_io(stream);
 }
 
 /// How to stop the server, for its help and log lines.

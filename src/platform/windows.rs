@@ -2,15 +2,17 @@
 
 use std::fs::File;
 use std::io;
-use std::os::windows::io::AsHandle;
+use std::net::TcpStream;
+use std::os::windows::io::{AsHandle, AsRawSocket};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
-use windows_sys::Win32::Foundation::{FALSE, TRUE};
+use windows_sys::Win32::Foundation::{FALSE, HANDLE, TRUE};
 use windows_sys::Win32::System::Console::{
     CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, SetConsoleCtrlHandler,
 };
+use windows_sys::Win32::System::IO::CancelIoEx;
 use windows_sys::core::BOOL;
 
 /// WSAEMFILE, WSAENOBUFS: out of sockets or of buffer space for them.
@@ -35,6 +37,12 @@ pub fn stdin() -> io::Result<File> {
 
 pub fn stdout() -> io::Result<File> {
     Ok(File::from(io::stdout().as_handle().try_clone_to_owned()?))
+}
+
+/// Cancels the I/O pending on the socket, whichever thread waits on it.
+pub fn cancel_io(stream: &TcpStream) {
+    // SAFETY: the socket stays open for the call; a null OVERLAPPED cancels all its I/O.
+    unsafe { CancelIoEx(stream.as_raw_socket() as HANDLE, std::ptr::null()) };
 }
 
 /// Where the console handler, which Windows runs on a thread of its own, sends what it got.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use log::{Level, info};
+use log::{Level, debug, info};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::Shared;
@@ -72,13 +72,7 @@ impl Connection {
         // Without this, a small reply waits on Nagle until the peer's delayed ACK (~40 ms).
         stream.set_nodelay(true).map_err(EchoError::Write)?;
         if let Some(idle) = settings.keepalive {
-            let keepalive = TcpKeepalive::new()
-                .with_time(idle)
-                .with_interval(KEEPALIVE_INTERVAL)
-                .with_retries(KEEPALIVE_PROBES);
-            SockRef::from(stream)
-                .set_tcp_keepalive(&keepalive)
-                .map_err(EchoError::Read)?;
+            keepalive(stream, idle);
         }
         if let Some(idle) = settings.idle_timeout {
             stream
@@ -92,6 +86,21 @@ impl Connection {
         // The peer may already be gone; its close was still a normal end.
         let _ = stream.shutdown(Shutdown::Write);
         Ok(())
+    }
+}
+
+/// Turns keepalive on. Systems without a probe count (Windows before 10 1703, Wine) still get
+/// the idle time and the interval; a connection is never refused for want of keepalive.
+fn keepalive(stream: &TcpStream, idle: Duration) {
+    let socket = SockRef::from(stream);
+    let params = TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(KEEPALIVE_INTERVAL);
+    let result = socket
+        .set_tcp_keepalive(&params.clone().with_retries(KEEPALIVE_PROBES))
+        .or_else(|_| socket.set_tcp_keepalive(&params));
+    if let Err(e) = result {
+        debug!("cannot turn keepalive on: {e}");
     }
 }
 

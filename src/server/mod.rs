@@ -9,7 +9,7 @@ mod stop;
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
@@ -357,7 +357,7 @@ fn drain(shared: &Shared, grace: Duration) -> Summary {
         info!("grace period over: cutting {cut} connections");
         shared.cutting.store(true, Ordering::SeqCst);
         for stream in open.streams.values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            platform::interrupt(stream);
         }
         // Give the cut threads a moment to log their close lines; they wake at once.
         let deadline = Instant::now() + Duration::from_secs(1);
