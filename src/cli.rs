@@ -57,7 +57,7 @@ pub struct ServerArgs {
     #[arg(short, long, default_value_t = 1234)]
     pub port: u16,
 
-    /// Length of the kernel's queue of connections not yet accepted [default: the system's maximum, net.core.somaxconn]
+    /// Length of the kernel's queue of connections not yet accepted [default: the system's maximum]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub backlog: Option<u32>,
 
@@ -73,7 +73,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = keepalive_secs)]
     pub keepalive: Duration,
 
-    /// On SIGINT/SIGTERM, let open connections finish for this long before cutting them
+    /// On a stop request (Ctrl-C, SIGTERM), let open connections finish for this long before cutting them
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
     pub grace: Duration,
 }
