@@ -1,5 +1,6 @@
 //! The command line: every flag, its default and its help text, in one place.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -145,9 +146,38 @@ pub struct BenchArgs {
     #[arg(long)]
     pub plain: bool,
 
-    /// Print one JSON object instead of a table
+    /// Print JSON instead of a table: one object per interval (with --interval), then the summary
     #[arg(long)]
     pub json: bool,
+
+    /// Open loop: send N requests (rr) or connections (connect) a second in all, on a fixed schedule, and time each from when it was due [default: closed loop]
+    #[arg(short, long, value_name = "N", value_parser = positive_rate)]
+    pub rate: Option<f64>,
+
+    /// Report every SECS: operations/s, p50, p99, max and errors of that interval
+    #[arg(short, long, value_name = "SECS", value_parser = positive_secs)]
+    pub interval: Option<Duration>,
+
+    /// Run this long first without counting it
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = secs)]
+    pub warmup: Duration,
+
+    /// Write the latency distribution to FILE in HdrHistogram's percentile text format
+    #[arg(long, value_name = "FILE")]
+    pub hist: Option<PathBuf>,
+
+    /// Draw latency by percentile and over time to FILE, an SVG picture
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e9 => Ok(rate),
+        _ => Err(format!(
+            "'{text}' is not a rate: a number of operations a second, above 0"
+        )),
+    }
 }
 
 /// The longest duration any flag takes: far beyond any real use, and well inside what a clock

@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use log::LevelFilter;
 
-use tcpdemo::cli::{Cli, Command};
+use tcpdemo::cli::{BenchMode, Cli, Command};
 use tcpdemo::{bench, client, logger, server};
 
 /// How long the last log lines may take to reach stderr at exit; a stderr nobody reads does
@@ -53,7 +53,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 },
             })
         }
-        Command::Bench(args) => bench::run(bench::Options::from(args)),
+        Command::Bench(args) => {
+            if args.rate.is_some() && args.mode == BenchMode::Stream {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--rate paces requests or connections: use it with --mode rr or connect",
+                    )
+                    .exit();
+            }
+            bench::run(bench::Options::from(args))
+        }
     }
 }
 

@@ -11,6 +11,11 @@ use assert_cmd::Command as AssertCommand;
 use common::*;
 
 fn bench(port: u16, args: &[&str]) -> std::process::Output {
+    bench_for(port, "0.5", args)
+}
+
+/// `tcpdemo bench` for `seconds`.
+fn bench_for(port: u16, seconds: &str, args: &[&str]) -> std::process::Output {
     AssertCommand::new(BIN)
         .env_remove("RUST_LOG")
         .args([
@@ -20,7 +25,7 @@ fn bench(port: u16, args: &[&str]) -> std::process::Output {
             "-p",
             &port.to_string(),
             "--duration",
-            "0.5",
+            seconds,
         ])
         .args(args)
         .timeout(Duration::from_secs(60))
@@ -211,5 +216,162 @@ fn no_server_is_one_clear_error() {
             "error: cannot connect to 127.0.0.1:{port}: {}\n",
             refused_text()
         )
+    );
+}
+
+/// `tcpdemo bench` as a child whose stdout the test reads as it comes.
+#[cfg(unix)]
+fn bench_child(port: u16, args: &[&str]) -> std::process::Child {
+    tcpdemo()
+        .args(["bench", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn rate_holds_its_rate_against_the_server() {
+    let server = Server::start(&["-q"]);
+    for mode in ["rr", "connect"] {
+        let output = bench_for(
+            server.port(),
+            "1",
+            &["--mode", mode, "--rate", "2000", "-c", "2", "--json"],
+        );
+        assert!(output.status.success(), "{mode}: {output:?}");
+        let summary = json(&output);
+        assert_eq!(summary["loop"], "open");
+        let ops = summary["operations"].as_u64().unwrap();
+        // 2,000 are due in the second; the schedule ends the run, not the clock's jitter.
+        assert!((1990..=2000).contains(&ops), "{mode}: {ops} operations");
+        assert!(summary["service_us"]["p50"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[cfg(unix)] // SIGSTOP and SIGCONT
+#[test]
+fn a_frozen_server_shows_in_the_open_loop_p99() {
+    let server = Server::start(&["-q"]);
+    let mut child = bench_child(
+        server.port(),
+        &["--rate", "500", "-d", "3", "--interval", "0.5", "--json"],
+    );
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Once the first interval is out, the run is under way: freeze the server for 1 s.
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("\"interval\""), "{first}");
+    server.signal(libc::SIGSTOP);
+    thread::sleep(Duration::from_secs(1));
+    server.signal(libc::SIGCONT);
+    let last = lines.map(Result::unwrap).last().unwrap();
+    assert!(child.wait().unwrap().success());
+    let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let p99 = summary["latency_us"]["p99"].as_f64().unwrap();
+    // Requests due during the stall waited up to its whole length; a closed loop would time
+    // only the one in flight.
+    assert!(
+        p99 >= 400_000.0,
+        "p99 {p99} us after a 1 s stall:\n{summary}"
+    );
+}
+
+#[test]
+fn intervals_and_the_summary_are_json_lines() {
+    let server = Server::start(&["-q"]);
+    let output = bench(
+        server.port(),
+        &["--interval", "0.1", "--warmup", "0.2", "--json"],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let objects: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let (summary, intervals) = objects.split_last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert!(intervals.len() >= 3, "{} intervals", intervals.len());
+    assert!(intervals.iter().all(|i| i["type"] == "interval"));
+    let counted: u64 = intervals
+        .iter()
+        .map(|i| i["operations"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, summary["operations"].as_u64().unwrap());
+    for key in ["mean", "stdev", "p99_99"] {
+        assert!(summary["latency_us"][key].is_number(), "{key}: {summary}");
+    }
+}
+
+#[test]
+fn hist_and_plot_files_are_well_formed() {
+    let server = Server::start(&["-q"]);
+    let dir = std::env::temp_dir().join(format!("tcpdemo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (hist, plot) = (dir.join("run.hgrm"), dir.join("run.svg"));
+    let output = bench(
+        server.port(),
+        &[
+            "--hist",
+            hist.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let hist = std::fs::read_to_string(&hist).unwrap();
+    assert!(hist.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
+    assert!(hist.contains("#[Mean    = ") && hist.contains("#[Max     = "));
+    let rows = hist.lines().skip(2).take_while(|l| !l.starts_with('#'));
+    assert!(
+        rows.map(|r| r.split_whitespace().count())
+            .all(|n| n == 3 || n == 4)
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for label in [
+        "latency by percentile",
+        "latency over time",
+        "99.99%",
+        "latency (ms)",
+    ] {
+        assert!(svg.contains(label), "plot lacks {label:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn errors_by_kind_add_up_to_errors() {
+    let port = odd_server(drop_a_byte);
+    let output = bench(port, &["--mode", "connect", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let summary = json(&output);
+    let by_kind = summary["errors_by_kind"].as_object().unwrap();
+    let sum: u64 = by_kind.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(sum, summary["errors"].as_u64().unwrap());
+    assert!(by_kind["wrong_bytes"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[cfg(unix)] // SIGINT
+#[test]
+fn ctrl_c_ends_the_run_early_with_a_report() {
+    let server = Server::start(&["-q"]);
+    let mut child = bench_child(server.port(), &["-d", "60", "--interval", "0.2"]);
+    use std::io::BufRead;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("ops/s"), "{first}");
+    // SAFETY: kill has no memory effects; the pid is our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{rest}");
+    assert!(
+        rest.contains("(interrupted)") && rest.contains("requests"),
+        "{rest}"
     );
 }

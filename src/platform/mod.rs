@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 #[cfg(unix)]
 mod unix;
@@ -63,6 +64,11 @@ pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
 pub fn interrupt(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Both);
     system::cancel_io(stream);
+}
+
+/// CPU time this process has used so far, user and system, where the system tells.
+pub fn cpu_time() -> Option<Duration> {
+    system::cpu_time()
 }
 
 /// How to stop the server, for its help and log lines.

@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
+use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -97,6 +98,18 @@ pub fn stdin() -> io::Result<File> {
 
 pub fn stdout() -> io::Result<File> {
     Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?))
+}
+
+pub fn cpu_time() -> Option<Duration> {
+    // SAFETY: getrusage only writes into the struct we pass; all zeroes is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Some(time(usage.ru_utime) + time(usage.ru_stime))
 }
 
 /// A shutdown already woke the thread.

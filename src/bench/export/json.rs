@@ -1,0 +1,70 @@
+//! `--json`: one object per interval (JSON Lines), then the summary object as the last line.
+
+use serde_json::{Map, Value, json};
+
+use super::super::Options;
+use super::super::recording::Failure;
+use super::super::report::{Interval, MIB, Report, mode_name};
+
+/// Latency figures keyed as JSON likes them: `p99_9`, not `p99.9`.
+fn latency_object(figures: Vec<(&str, f64)>) -> Value {
+    let map: Map<String, Value> = figures
+        .into_iter()
+        .map(|(name, us)| (name.replace('.', "_"), us.into()))
+        .collect();
+    Value::Object(map)
+}
+
+pub fn interval(interval: &Interval) -> Value {
+    let latency = match interval.latency {
+        Some([p50, p99, max]) => json!({
+            "p50": p50 as f64 / 1e3,
+            "p99": p99 as f64 / 1e3,
+            "max": max as f64 / 1e3,
+        }),
+        None => json!({}),
+    };
+    json!({
+        "type": "interval",
+        "seconds": interval.end.as_secs_f64(),
+        "operations": interval.operations,
+        "operations_per_second": interval.per_second(),
+        "latency_us": latency,
+        "errors": interval.errors,
+    })
+}
+
+pub fn summary(report: &Report, options: &Options) -> Value {
+    let by_kind: Map<String, Value> = Failure::ALL
+        .iter()
+        .map(|&f| (f.name().to_string(), report.total.errors[f as usize].into()))
+        .collect();
+    let mut summary = json!({
+        "type": "summary",
+        "mode": mode_name(options.mode),
+        "connections": options.connections,
+        "size": options.size,
+        "seconds": report.elapsed.as_secs_f64(),
+        "loop": if report.pace.is_some() { "open" } else { "closed" },
+        "operations": report.total.operations,
+        "operations_per_second": report.per_second(report.total.operations),
+        "sent_mib_per_second": report.per_second(report.total.sent) / MIB,
+        "received_mib_per_second": report.per_second(report.total.received) / MIB,
+        "latency_us": latency_object(report.latency_micros(false)),
+        "errors": report.total.errors(),
+        "errors_by_kind": by_kind,
+        "first_error": report.total.first_error,
+        "interrupted": report.interrupted,
+        "bench_cpu_us_per_operation": report.cpu_per_operation(),
+        "notes": report.notes(options),
+    });
+    if let Some(pace) = report.pace {
+        summary["service_us"] = latency_object(report.latency_micros(true));
+        summary["rate"] = json!({
+            "target": pace.target,
+            "achieved": report.per_second(report.total.operations),
+            "behind_seconds": pace.behind.as_secs_f64(),
+        });
+    }
+    summary
+}

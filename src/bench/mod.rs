@@ -1,0 +1,288 @@
+//! The load generator: measures any echo server in one of three modes, checking every reply.
+//!
+//! `modes.rs` holds what the workers do, `pacing.rs` when (closed or open loop), `recording.rs`
+//! what they record, `report.rs` the table, and `export/` the other forms of the results.
+
+mod export;
+mod modes;
+mod pacing;
+mod pattern;
+mod recording;
+mod report;
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{BenchArgs, BenchMode};
+use crate::output::write_out;
+use crate::{client, logger, platform};
+use modes::{Progress, READ_BUF, Run, WORKER_STACK};
+use pattern::Pattern;
+use recording::Recording;
+use report::{Interval, MIB, Pace, Report};
+
+/// Bounds every wait on the server, so a stalled server ends the run instead of hanging it.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Without `--interval`, intervals are still kept at this pace, for `--plot`.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+    pub mode: BenchMode,
+    pub connections: u32,
+    pub size: usize,
+    pub duration: Duration,
+    pub plain: bool,
+    pub json: bool,
+    /// Operations per second in all: an open loop.
+    pub rate: Option<f64>,
+    /// Print a report line (or JSON object) this often.
+    pub interval: Option<Duration>,
+    pub warmup: Duration,
+    pub hist: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+impl From<BenchArgs> for Options {
+    fn from(args: BenchArgs) -> Self {
+        let default_size = if args.mode == BenchMode::Stream {
+            64 * 1024
+        } else {
+            64
+        };
+        Options {
+            host: args.host,
+            port: args.port,
+            mode: args.mode,
+            connections: args.connections,
+            size: args.size.map_or(default_size, |s| s as usize),
+            duration: args.duration,
+            plain: args.plain,
+            json: args.json,
+            rate: args.rate,
+            interval: args.interval,
+            warmup: args.warmup,
+            hist: args.hist,
+            plot: args.plot,
+        }
+    }
+}
+
+pub fn run(options: Options) -> Result<()> {
+    let stop = stop_on_request()?;
+    let mut stdout = io::stdout().lock();
+    let report = measure(&options, stop, &mut |interval| {
+        let line = if options.json {
+            export::json::interval(interval).to_string()
+        } else {
+            interval.line()
+        };
+        // A reader that went away is handled at the end, with the report.
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    })?;
+    let text = if options.json {
+        format!("{}\n", export::json::summary(&report, &options))
+    } else {
+        report.to_table(&options)
+    };
+    // A reader that went away (`| head -1`) has what it wanted; the exit status still tells.
+    write_out(&mut stdout, text.as_bytes())?;
+    drop(stdout);
+    if let Some(path) = &options.hist {
+        fs::write(
+            path,
+            export::hist::percentile_distribution(&report.total.latency),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &options.plot {
+        let title = format!(
+            "tcpdemo bench --mode {} against {}:{}",
+            report::mode_name(options.mode),
+            options.host,
+            options.port
+        );
+        let svg = export::plot::svg(&title, &report.total.latency, &report.intervals)?;
+        fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if report.total.errors() > 0 {
+        bail!(
+            "{} errors during the run; first: {}",
+            report.total.errors(),
+            report.total.first_error.as_deref().unwrap_or("unknown")
+        );
+    }
+    Ok(())
+}
+
+/// The first stop request (Ctrl-C) ends the run early, with its report; a second one, a second
+/// or more later, exits at once with 130, as a shell reports an interrupted command.
+fn stop_on_request() -> Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let requests = platform::stop_requests().context("cannot install signal handlers")?;
+    thread::Builder::new()
+        .name("stop".into())
+        .spawn(move || {
+            let mut first: Option<Instant> = None;
+            for _ in requests {
+                match first {
+                    None => {
+                        first = Some(Instant::now());
+                        STOP.store(true, Ordering::Relaxed);
+                    }
+                    Some(at) if at.elapsed() < Duration::from_secs(1) => {}
+                    Some(_) => {
+                        logger::flush(Duration::from_millis(100));
+                        std::process::exit(130);
+                    }
+                }
+            }
+        })
+        .context("cannot start the stop thread")?;
+    Ok(&STOP)
+}
+
+/// Runs the workers, calling `on_interval` with each interval as it ends (with `--interval`),
+/// and returns the report.
+pub fn measure(
+    options: &Options,
+    stop: &AtomicBool,
+    on_interval: &mut dyn FnMut(&Interval),
+) -> Result<Report> {
+    // Resolve and reach the server once: a server that is not there is one clear error, not
+    // thousands, and workers connect to the address that worked without resolving again.
+    let probe = client::connect(&options.host, options.port, IO_TIMEOUT)?;
+    let addr = probe
+        .peer_addr()
+        .context("cannot read the server's address")?;
+    drop(probe);
+
+    let pattern = Pattern::new(options.size.max(READ_BUF), options.plain);
+    let progress = Progress::default();
+    let start = Instant::now();
+    let measure_from = start + options.warmup;
+    let deadline = measure_from + options.duration;
+    let recording = Recording::new(measure_from, options.rate.is_some());
+    let cpu_before = platform::cpu_time();
+    let run = Run {
+        addr,
+        size: options.size,
+        pattern: &pattern,
+        start,
+        deadline,
+        stop,
+        recording: &recording,
+        progress: &progress,
+        rate: options.rate,
+        workers: options.connections,
+    };
+    let (behind, intervals, ended) = thread::scope(|scope| -> Result<_> {
+        let mut handles = Vec::new();
+        for worker in 0..options.connections {
+            let run = &run;
+            let work = move || match options.mode {
+                BenchMode::Rr => modes::request_response(run, worker),
+                BenchMode::Stream => modes::stream(run, worker),
+                BenchMode::Connect => modes::connect(run, worker),
+            };
+            let handle = thread::Builder::new()
+                .name("bench".into())
+                .stack_size(WORKER_STACK)
+                .spawn_scoped(scope, work)
+                .context("cannot start a worker thread")?;
+            handles.push(handle);
+        }
+        let (intervals, ended) = watch(options, &run, &handles, on_interval);
+        let behind = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .max()
+            .unwrap_or_default();
+        Ok((behind, intervals, ended))
+    })?;
+    let cpu = cpu_before
+        .zip(platform::cpu_time())
+        .map(|(before, after)| after.saturating_sub(before));
+    let mut total = recording.total();
+    if options.mode == BenchMode::Stream {
+        total.latency.reset();
+    }
+    Ok(Report {
+        elapsed: ended.saturating_duration_since(measure_from),
+        total,
+        intervals,
+        pace: options.rate.map(|target| Pace { target, behind }),
+        cpu,
+        interrupted: stop.load(Ordering::Relaxed),
+    })
+}
+
+/// While the workers run: intervals as they end, and a progress line on a terminal. Returns
+/// the intervals and when the run ended.
+fn watch<T>(
+    options: &Options,
+    run: &Run,
+    workers: &[thread::ScopedJoinHandle<'_, T>],
+    on_interval: &mut dyn FnMut(&Interval),
+) -> (Vec<Interval>, Instant) {
+    let every = options.interval.unwrap_or(DEFAULT_INTERVAL);
+    let measure_from = run.deadline - options.duration;
+    let mut stderr = io::stderr();
+    let progress_line = options.interval.is_none() && stderr.is_terminal();
+    let mut intervals = Vec::new();
+    let mut last = measure_from;
+    let mut next = measure_from + every;
+    let mut next_progress = run.start + Duration::from_secs(1);
+    let running = || !workers.iter().all(|h| h.is_finished());
+    while running() {
+        let wake = next.min(next_progress).min(run.deadline);
+        let now = Instant::now();
+        if wake > now {
+            thread::sleep((wake - now).min(Duration::from_millis(50)));
+        }
+        let now = Instant::now();
+        let stopping = run.stop.load(Ordering::Relaxed) || now >= run.deadline;
+        if now >= next || (stopping && now > last && now >= measure_from) {
+            let end = now.min(run.deadline);
+            if end > last && end > measure_from {
+                let record = run.recording.take_interval();
+                let interval = Interval::of(
+                    &record,
+                    end - measure_from,
+                    (end - last.max(measure_from)).as_secs_f64(),
+                );
+                if options.interval.is_some() {
+                    on_interval(&interval);
+                }
+                intervals.push(interval);
+                last = end;
+            }
+            next += every;
+        }
+        if progress_line && now >= next_progress {
+            let _ = write!(
+                stderr,
+                "\r{:5.1}s  {:>12} ops  {:>10.1} MiB received",
+                (now - run.start).as_secs_f64(),
+                run.progress.operations.load(Ordering::Relaxed),
+                run.progress.received.load(Ordering::Relaxed) as f64 / MIB
+            );
+            next_progress += Duration::from_secs(1);
+        }
+        if stopping {
+            break;
+        }
+    }
+    let ended = Instant::now().min(run.deadline);
+    if progress_line {
+        let _ = write!(stderr, "\r{:60}\r", "");
+    }
+    (intervals, ended)
+}

@@ -1,0 +1,287 @@
+//! The three things bench does to a server, one worker each: request/response (`rr`), a
+//! stream both ways (`stream`), and a new connection per request (`connect`).
+
+use std::io::{self, ErrorKind};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::IO_TIMEOUT;
+use super::pacing::Schedule;
+use super::pattern::Pattern;
+use super::recording::{Recording, Timing};
+use crate::stall;
+
+/// How far a request may run ahead of its reply, well inside the socket buffers, so large
+/// requests cannot deadlock the way "write all, then read all" would.
+const WINDOW: usize = 64 * 1024;
+pub const READ_BUF: usize = 256 * 1024;
+pub const WORKER_STACK: usize = 256 * 1024;
+/// After a failure a worker waits before it tries again, doubling up to `MAX_BACKOFF`, so a
+/// server that is down is not hammered (an error every 10 ms per connection, before).
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Shared counters, for the progress line.
+#[derive(Default)]
+pub struct Progress {
+    pub operations: AtomicU64,
+    pub received: AtomicU64,
+}
+
+/// What every worker of a run shares.
+pub struct Run<'a> {
+    pub addr: SocketAddr,
+    pub size: usize,
+    pub pattern: &'a Pattern,
+    /// When the workers started: the open loop's schedule starts here.
+    pub start: Instant,
+    pub deadline: Instant,
+    pub stop: &'a AtomicBool,
+    pub recording: &'a Recording,
+    pub progress: &'a Progress,
+    /// `--rate`: operations per second in all.
+    pub rate: Option<f64>,
+    pub workers: u32,
+}
+
+impl Run<'_> {
+    fn going(&self) -> bool {
+        Instant::now() < self.deadline && !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The end of the run, or sooner on a stop request.
+    fn until(&self) -> Instant {
+        if self.stop.load(Ordering::Relaxed) {
+            Instant::now()
+        } else {
+            self.deadline
+        }
+    }
+
+    /// When the next operation is due: now in a closed loop, on schedule in an open one.
+    fn next_due(&self, schedule: &mut Option<Schedule>) -> Option<Instant> {
+        match schedule {
+            Some(schedule) => schedule.next(self.until()),
+            None => self.going().then(Instant::now),
+        }
+    }
+
+    fn schedule(&self, worker: u32) -> Option<Schedule> {
+        self.rate
+            .map(|rate| Schedule::new(self.start, worker, self.workers, rate))
+    }
+
+    fn done(&self, worker: u32, due: Instant, sent: Instant) {
+        let done = Instant::now();
+        self.recording
+            .ok(worker as usize, Timing { due, sent, done }, self.size);
+        self.progress.operations.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .received
+            .fetch_add(self.size as u64, Ordering::Relaxed);
+    }
+
+    /// Records a failure and waits before the next try, longer after each failure in a row.
+    fn failed(&self, worker: u32, e: &io::Error, backoff: &mut Duration) {
+        self.recording.error(worker as usize, e);
+        let until = (Instant::now() + *backoff).min(self.until());
+        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn open(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// A write with `IO_TIMEOUT` that made no progress: named for what it means.
+fn stalled_write(e: io::Error) -> io::Error {
+    if stall::is_timeout(&e) {
+        io::Error::new(
+            ErrorKind::TimedOut,
+            format!("the server stopped reading for {IO_TIMEOUT:?}"),
+        )
+    } else {
+        e
+    }
+}
+
+fn unexpected_eof(received: u64) -> io::Error {
+    io::Error::new(
+        ErrorKind::UnexpectedEof,
+        format!("server closed after {received} bytes"),
+    )
+}
+
+/// Request/response on one connection, reconnecting after a failure. Returns how far behind
+/// its schedule the worker ended.
+pub fn request_response(run: &Run, worker: u32) -> Duration {
+    let mut buf = vec![0; READ_BUF.min(run.size.max(WINDOW))];
+    let mut schedule = run.schedule(worker);
+    let mut conn = None;
+    let mut backoff = FIRST_BACKOFF;
+    while let Some(due) = run.next_due(&mut schedule) {
+        let stream = match &conn {
+            Some(stream) => stream,
+            None => match open(run.addr) {
+                Ok(stream) => conn.insert(stream),
+                Err(e) => {
+                    run.failed(worker, &e, &mut backoff);
+                    continue;
+                }
+            },
+        };
+        let sent = Instant::now();
+        match send_and_check(stream, run.size, run.pattern, &mut buf, false) {
+            Ok(()) => {
+                run.done(worker, due, sent);
+                backoff = FIRST_BACKOFF;
+            }
+            Err(e) => {
+                // Out of step with the server now: start over on a new connection.
+                conn = None;
+                run.failed(worker, &e, &mut backoff);
+            }
+        }
+    }
+    behind(&schedule)
+}
+
+/// A new connection per request: connect, send, half-close, read the reply to the server's
+/// close. Returns how far behind its schedule the worker ended.
+pub fn connect(run: &Run, worker: u32) -> Duration {
+    let mut buf = vec![0; run.size.min(READ_BUF)];
+    let mut schedule = run.schedule(worker);
+    let mut backoff = FIRST_BACKOFF;
+    while let Some(due) = run.next_due(&mut schedule) {
+        let sent = Instant::now();
+        match one_connection(run, &mut buf) {
+            Ok(()) => {
+                run.done(worker, due, sent);
+                backoff = FIRST_BACKOFF;
+            }
+            Err(e) => run.failed(worker, &e, &mut backoff),
+        }
+    }
+    behind(&schedule)
+}
+
+fn behind(schedule: &Option<Schedule>) -> Duration {
+    schedule
+        .as_ref()
+        .map_or(Duration::ZERO, |s| s.behind(Instant::now()))
+}
+
+fn one_connection(run: &Run, buf: &mut [u8]) -> io::Result<()> {
+    let stream = open(run.addr)?;
+    send_and_check(&stream, run.size, run.pattern, buf, true)?;
+    match run.pattern.read_checked(&stream, buf, run.size as u64)? {
+        0 => Ok(()),
+        _ => Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "server sent more than it was sent",
+        )),
+    }
+}
+
+/// Sends `size` bytes of the pattern and checks the `size`-byte reply, never more than `WINDOW`
+/// ahead of it; `half_close` shuts our side down after the last byte.
+fn send_and_check(
+    stream: &TcpStream,
+    size: usize,
+    pattern: &Pattern,
+    buf: &mut [u8],
+    half_close: bool,
+) -> io::Result<()> {
+    let (mut sent, mut received) = (0, 0);
+    while received < size {
+        if sent < size && sent - received < WINDOW {
+            let n = (size - sent).min(WINDOW - (sent - received));
+            stall::write_all(stream, pattern.send(sent as u64, n), Some(IO_TIMEOUT))
+                .map_err(stalled_write)?;
+            sent += n;
+            if half_close && sent == size {
+                stream.shutdown(Shutdown::Write)?;
+            }
+            continue;
+        }
+        let want = (sent - received).min(buf.len());
+        match pattern.read_checked(stream, &mut buf[..want], received as u64)? {
+            0 => return Err(unexpected_eof(received as u64)),
+            n => received += n,
+        }
+    }
+    Ok(())
+}
+
+/// Both ways at once on one connection: a writer thread sends `size`-byte writes as fast as
+/// the server takes them while this one reads and checks the reply.
+pub fn stream(run: &Run, worker: u32) -> Duration {
+    let id = worker as usize;
+    let conn = match open(run.addr) {
+        Ok(stream) => stream,
+        Err(e) => {
+            run.recording.error(id, &e);
+            return Duration::ZERO;
+        }
+    };
+    let (write_result, reading) = thread::scope(|scope| {
+        let writer = thread::Builder::new()
+            .name("bench-send".into())
+            .stack_size(WORKER_STACK)
+            .spawn_scoped(scope, || {
+                let mut sent = 0u64;
+                loop {
+                    if !run.going() {
+                        break conn.shutdown(Shutdown::Write).map(|()| sent);
+                    }
+                    let data = run.pattern.send(sent, run.size);
+                    if let Err(e) = stall::write_all(&conn, data, Some(IO_TIMEOUT)) {
+                        break Err(stalled_write(e));
+                    }
+                    sent += run.size as u64;
+                    run.recording.moved(id, 1, run.size as u64, 0);
+                    run.progress.operations.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        let mut buf = vec![0; READ_BUF];
+        let mut received = 0u64;
+        let reading = loop {
+            match run.pattern.read_checked(&conn, &mut buf, received) {
+                Ok(0) => break Ok(received),
+                Ok(n) => {
+                    received += n as u64;
+                    run.recording.moved(id, 0, 0, n as u64);
+                    run.progress.received.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Unblock the writer, which may be stuck on a server that stopped reading.
+                    let _ = conn.shutdown(Shutdown::Both);
+                    break Err(e);
+                }
+            }
+        };
+        let write_result = match writer {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("writer panicked"))),
+            Err(e) => Err(e),
+        };
+        (write_result, reading)
+    });
+    match (reading, write_result) {
+        (Ok(received), Ok(sent)) if received == sent => {}
+        (Ok(received), Ok(_)) => run.recording.error(id, &unexpected_eof(received)),
+        (Err(e), _) => run.recording.error(id, &e),
+        (Ok(_), Err(e)) => run.recording.error(id, &e),
+    }
+    Duration::ZERO
+}
