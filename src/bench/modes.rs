@@ -2,7 +2,7 @@
 //! stream both ways (`stream`), and a new connection per request (`connect`).
 
 use std::io::{self, ErrorKind};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,7 +11,8 @@ use super::IO_TIMEOUT;
 use super::pacing::Schedule;
 use super::pattern::Pattern;
 use super::recording::{Recording, Timing};
-use crate::stall;
+use crate::{platform, stall};
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// How far a request may run ahead of its reply, well inside the socket buffers, so large
 /// requests cannot deadlock the way "write all, then read all" would.
@@ -95,7 +96,33 @@ impl Run<'_> {
 }
 
 fn open(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    configure(TcpStream::connect_timeout(&addr, IO_TIMEOUT)?)
+}
+
+/// Source addresses that connect mode spreads its connections over, where it can.
+const SOURCES: u32 = 64;
+
+/// `open` for connect mode. Opening connections as fast as it can, bench closes first and
+/// leaves each connection's port in TIME_WAIT: tens of thousands of them, which the kernel's
+/// search for a free port then walks, taking about a third of bench's CPU. Against a loopback
+/// server on a system where all of 127.0.0.0/8 is local, each connection comes from the next of
+/// `SOURCES` addresses, whose ports are searched apart, with the port picked at connect time.
+fn open_spread(addr: SocketAddr, turn: u32) -> io::Result<TcpStream> {
+    let SocketAddr::V4(v4) = addr else {
+        return open(addr);
+    };
+    if !(v4.ip().is_loopback() && platform::LOOPBACK_IS_A_NETWORK) {
+        return open(addr);
+    }
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    platform::defer_port_choice(&socket);
+    let source = Ipv4Addr::new(127, 0, 1, 1 + (turn % SOURCES) as u8);
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    configure(socket.into())
+}
+
+fn configure(stream: TcpStream) -> io::Result<TcpStream> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -161,9 +188,11 @@ pub fn connect(run: &Run, worker: u32) -> Duration {
     let mut buf = vec![0; run.size.min(READ_BUF)];
     let mut schedule = run.schedule(worker);
     let mut backoff = FIRST_BACKOFF;
+    let mut turn = worker;
     while let Some(due) = run.next_due(&mut schedule) {
         let sent = Instant::now();
-        match one_connection(run, &mut buf) {
+        turn = turn.wrapping_add(run.workers);
+        match one_connection(run, turn, &mut buf) {
             Ok(()) => {
                 run.done(worker, due, sent);
                 backoff = FIRST_BACKOFF;
@@ -180,8 +209,8 @@ fn behind(schedule: &Option<Schedule>) -> Duration {
         .map_or(Duration::ZERO, |s| s.behind(Instant::now()))
 }
 
-fn one_connection(run: &Run, buf: &mut [u8]) -> io::Result<()> {
-    let stream = open(run.addr)?;
+fn one_connection(run: &Run, turn: u32, buf: &mut [u8]) -> io::Result<()> {
+    let stream = open_spread(run.addr, turn)?;
     send_and_check(&stream, run.size, run.pattern, buf, true)?;
     match run.pattern.read_checked(&stream, buf, run.size as u64)? {
         0 => Ok(()),

@@ -71,5 +71,17 @@ pub fn cpu_time() -> Option<Duration> {
     system::cpu_time()
 }
 
+/// Whether every address of 127.0.0.0/8 is this host's (Linux), so that a load generator can
+/// spread its connections over many source addresses. macOS and Windows have only 127.0.0.1
+/// unless configured otherwise.
+pub const LOOPBACK_IS_A_NETWORK: bool = cfg!(target_os = "linux");
+
+/// Asks the system to pick a bound socket's port only at connect time, knowing the destination
+/// (Linux: `IP_BIND_ADDRESS_NO_PORT`), so that source ports are shared across destinations and
+/// source addresses. Elsewhere nothing: binding then picks the port at once.
+pub fn defer_port_choice(socket: &socket2::Socket) {
+    system::defer_port_choice(socket);
+}
+
 /// How to stop the server, for its help and log lines.
 pub const STOP_KEYS: &str = system::STOP_KEYS;

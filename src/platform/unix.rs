@@ -112,6 +112,26 @@ pub fn cpu_time() -> Option<Duration> {
     Some(time(usage.ru_utime) + time(usage.ru_stime))
 }
 
+#[cfg(target_os = "linux")]
+pub fn defer_port_choice(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int from a pointer to one, on a socket we own. A kernel
+    // without the option (before 4.2) refuses it, and binding then picks the port as usual.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn defer_port_choice(_socket: &socket2::Socket) {}
+
 /// A shutdown already woke the thread.
 pub fn cancel_io(_stream: &TcpStream) {}
 

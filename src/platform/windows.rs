@@ -61,6 +61,8 @@ pub fn cpu_time() -> Option<Duration> {
     (ok != 0).then(|| Duration::from_nanos((ticks(kernel) + ticks(user)) * 100))
 }
 
+pub fn defer_port_choice(_socket: &socket2::Socket) {}
+
 /// Cancels the I/O pending on the socket, whichever thread waits on it.
 pub fn cancel_io(stream: &TcpStream) {
     // SAFETY: the socket stays open for the call; a null OVERLAPPED cancels all its I/O.
