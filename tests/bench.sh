@@ -104,6 +104,25 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+# The same 1 s stall of the server (SIGSTOP, SIGCONT) in the middle of a 5 s rr run, measured
+# by a closed loop and by an open one (--rate) at a fifth of what the server can do.
+echo "stall: tcpdemo server frozen for 1 s, closed loop and --rate 20000" >&2
+for loop in closed open; do
+    start "stall-$loop" "$BIN" server --port 0 -q
+    extra=()
+    [ "$loop" = open ] && extra=(--rate 20000)
+    "$BIN" bench -H "$HOST" -p "${port[stall-$loop]}" --mode rr --connections 50 --duration 5 \
+        "${extra[@]}" --json >"$tmp/stall-$loop.json" &
+    bench_pid=$!
+    sleep 2
+    kill -STOP "${pid[stall-$loop]}"
+    sleep 1
+    kill -CONT "${pid[stall-$loop]}"
+    wait "$bench_pid" || true
+    python3 -c 'import json, sys; j = json.load(open(sys.argv[2])); l = j["latency_us"]; print(sys.argv[1], "stall", j["operations_per_second"], l["p50"], l["p99"], l["p99_9"], l["max"], j["errors"])' \
+        "$loop" "$tmp/stall-$loop.json" >>"$results"
+done
+
 echo "client: 1 GiB through tcpdemo server, tcpdemo client vs nc -N" >&2
 head -c 1G /dev/urandom >"$tmp/1GiB.bin"
 hyperfine --warmup 1 --runs 5 --export-json "$tmp/pipe.json" \
@@ -136,8 +155,13 @@ python3 - "$results" "$tmp/pipe.json" "$tmp/oneshot.json" "$ROUNDS" "$DURATION" 
 import json, os, platform, statistics, sys
 results, pipe, oneshot, rounds, duration = sys.argv[1:]
 rows = {}
+stall = {}
 for line in open(results):
-    name, mode, ops, mib, p99, errors = line.split()
+    name, mode, *figures = line.split()
+    if mode == "stall":  # requests/s, p50, p99, p99.9, max, errors
+        stall[name] = [float(f) for f in figures[:5]]
+        continue
+    ops, mib, p99, errors = figures
     rows.setdefault((mode, name), []).append((float(ops), float(mib), float(p99), int(errors)))
 logcost = {}
 for name in ("logged", "tcpdemo"):
@@ -176,4 +200,8 @@ print(f"\n| server log, connect mode at {rate:,.0f} connections/s | default leve
 print("| --- | ---: | ---: | ---: |")
 print(f"| server CPU per connection, us | {logged_us:.1f} | {quiet_us:.1f} | {logged_us / quiet_us:.2f}x |")
 print(f"| log lines per second | {lines_per_s:.1f} | 0 | |")
+print("\n| rr, 50 conns, server frozen 1 s of 5 | requests/s | p50 us | p99 us | p99.9 us | max us |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for loop, label in (("closed", "closed loop (no --rate)"), ("open", "open loop, --rate 20000")):
+    print(f"| {label} | " + " | ".join(f"{v:,.0f}" for v in stall[loop]) + " |")
 EOF
