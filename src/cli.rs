@@ -77,6 +77,29 @@ pub struct ServerArgs {
     /// On a stop request (Ctrl-C, SIGTERM), let open connections finish for this long before cutting them
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
     pub grace: Duration,
+
+    /// Every connection begins with a PROXY protocol header (v1 or v2), as a load balancer sends with send-proxy
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// Share the port with other servers (SO_REUSEPORT), for overlapping restarts or a process per core
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// Serve an HTTP health check on this port: 200 "ok" while serving, 503 "draining" once stopping
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub health_port: Option<u16>,
+
+    /// At the first stop request, fail the health check at once but keep serving for this long
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = secs)]
+    pub drain_delay: Duration,
+}
+
+/// A PROXY protocol header's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyVersion {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +123,10 @@ pub struct ClientArgs {
     /// Accept any reply: print it without checking it against the echo (an HTTP server, say)
     #[arg(long)]
     pub any_reply: bool,
+
+    /// Begin with a PROXY protocol header naming this connection's own addresses, as a load balancer would
+    #[arg(long, value_name = "VERSION", value_enum)]
+    pub send_proxy: Option<ProxyVersion>,
 
     /// Words to send, joined by single spaces; none (or '-') streams stdin instead
     #[arg(value_name = "MESSAGE")]

@@ -9,6 +9,7 @@ pub mod logger;
 pub mod numbers;
 pub mod output;
 pub mod platform;
+pub mod proxy;
 pub mod server;
 pub mod stall;
 pub mod transform;

@@ -4,8 +4,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 use log::LevelFilter;
 
-use tcpdemo::cli::{BenchMode, Cli, Command};
-use tcpdemo::{bench, client, logger, server};
+use tcpdemo::cli::{BenchMode, Cli, Command, ProxyVersion};
+use tcpdemo::{bench, client, logger, proxy, server};
 
 /// How long the last log lines may take to reach stderr at exit; a stderr nobody reads does
 /// not keep the process from exiting.
@@ -33,6 +33,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
             keepalive: Some(args.keepalive).filter(|d| !d.is_zero()),
+            proxy_protocol: args.proxy_protocol,
+            reuse_port: args.reuse_port,
+            health_port: args.health_port,
+            drain_delay: args.drain_delay,
             grace: args.grace,
         }),
         Command::Client(args) => {
@@ -46,6 +50,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 port: args.port,
                 timeout: args.timeout,
                 message,
+                send_proxy: args.send_proxy.map(|v| match v {
+                    ProxyVersion::V1 => proxy::HeaderVersion::V1,
+                    ProxyVersion::V2 => proxy::HeaderVersion::V2,
+                }),
                 expect: match (args.plain, args.any_reply) {
                     (_, true) => client::Expect::Any,
                     (true, false) => client::Expect::Plain,

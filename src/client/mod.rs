@@ -6,6 +6,7 @@
 mod check;
 mod exchange;
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use log::debug;
 
 use crate::output::write_out;
-use crate::{addr, platform};
+use crate::{addr, platform, proxy};
 pub use check::Expect;
 pub use exchange::exchange;
 
@@ -27,6 +28,8 @@ pub struct Options {
     /// `None` streams stdin.
     pub message: Option<Vec<u8>>,
     pub expect: Expect,
+    /// Begin with a PROXY protocol header of this version.
+    pub send_proxy: Option<proxy::HeaderVersion>,
 }
 
 pub fn run(options: Options) -> Result<()> {
@@ -35,6 +38,9 @@ pub fn run(options: Options) -> Result<()> {
         options.port,
         options.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
     )?;
+    if let Some(version) = options.send_proxy {
+        send_proxy_header(&stream, version)?;
+    }
     let stdout = platform::stdout().context("cannot open stdout")?;
     let input = match options.message {
         Some(message) => exchange::Input::Message(message),
@@ -47,6 +53,20 @@ pub fn run(options: Options) -> Result<()> {
         write_out(&stdout, b"\n")?;
     }
     Ok(())
+}
+
+/// The header goes first and is not part of the echo: the server strips it.
+fn send_proxy_header(mut stream: &TcpStream, version: proxy::HeaderVersion) -> Result<()> {
+    let local = stream
+        .local_addr()
+        .context("cannot read the connection's address")?;
+    let peer = stream
+        .peer_addr()
+        .context("cannot read the server's address")?;
+    let header = proxy::header(version, local, peer).context("cannot build a PROXY header")?;
+    stream
+        .write_all(&header)
+        .context("cannot send the PROXY header")
 }
 
 /// Connects to the first address of `host` that accepts, each attempt bounded by `timeout`.

@@ -83,5 +83,25 @@ pub fn defer_port_choice(socket: &socket2::Socket) {
     system::defer_port_choice(socket);
 }
 
+/// Lets several listening sockets share one port (`SO_REUSEPORT`), where the system has it.
+pub fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
+    system::set_reuse_port(socket)
+}
+
+/// Tells the service manager (systemd, when `NOTIFY_SOCKET` names it) how the service is
+/// doing; nothing without one.
+pub fn notify_service_manager(state: ServiceState) {
+    system::notify_service_manager(state);
+}
+
+/// What the service manager is told.
+#[derive(Debug, Clone, Copy)]
+pub enum ServiceState {
+    /// Listening: clients may come.
+    Ready,
+    /// Stopping: no need to send more.
+    Stopping,
+}
+
 /// How to stop the server, for its help and log lines.
 pub const STOP_KEYS: &str = system::STOP_KEYS;

@@ -132,6 +132,21 @@ pub fn defer_port_choice(socket: &socket2::Socket) {
 #[cfg(not(target_os = "linux"))]
 pub fn defer_port_choice(_socket: &socket2::Socket) {}
 
+pub fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+pub fn notify_service_manager(state: super::ServiceState) {
+    use sd_notify::NotifyState;
+    let state = match state {
+        super::ServiceState::Ready => NotifyState::Ready,
+        super::ServiceState::Stopping => NotifyState::Stopping,
+    };
+    if let Err(e) = sd_notify::notify(&[state]) {
+        log::debug!("cannot notify the service manager: {e}");
+    }
+}
+
 /// A shutdown already woke the thread.
 pub fn cancel_io(_stream: &TcpStream) {}
 

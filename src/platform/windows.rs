@@ -63,6 +63,16 @@ pub fn cpu_time() -> Option<Duration> {
 
 pub fn defer_port_choice(_socket: &socket2::Socket) {}
 
+pub fn set_reuse_port(_socket: &socket2::Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "Windows has no SO_REUSEPORT: one server per port",
+    ))
+}
+
+/// Windows services are told otherwise; systemd is not there.
+pub fn notify_service_manager(_state: super::ServiceState) {}
+
 /// Cancels the I/O pending on the socket, whichever thread waits on it.
 pub fn cancel_io(stream: &TcpStream) {
     // SAFETY: the socket stays open for the call; a null OVERLAPPED cancels all its I/O.

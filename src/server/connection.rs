@@ -1,6 +1,6 @@
 //! One connection's life, on its own thread: the echo, then one close line saying how it ended.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +10,7 @@ use log::{Level, debug, info};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::Shared;
+use crate::proxy::{self, Origin};
 use crate::transform::{self, EchoError};
 
 /// After the first keepalive probe, probes this far apart, and give up after this many: a peer
@@ -17,29 +18,74 @@ use crate::transform::{self, EchoError};
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 6;
 
+/// How long a connection may take to send its PROXY protocol header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How each connection is set up.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     pub idle_timeout: Option<Duration>,
     pub keepalive: Option<Duration>,
+    /// Every connection begins with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 /// One open connection; dropping it (however the thread ends) takes it off the books.
 pub struct Connection {
     pub id: u64,
     pub peer: SocketAddr,
+    /// The proxy the connection came through, when a PROXY header named the client.
+    pub via: Option<SocketAddr>,
     pub stream: Arc<TcpStream>,
     pub echoed: u64,
     pub shared: Arc<Shared>,
 }
 
+/// Whom a connection is for, in its log lines: `client` or `client via proxy`.
+struct Who(SocketAddr, Option<SocketAddr>);
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(proxy) => write!(f, "{} via {proxy}", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
 impl Connection {
     pub fn serve(mut self, settings: Settings) {
         let started = Instant::now();
-        if self.shared.activity.opened() {
-            info!("{}: connected", self.peer);
+        let mut first = Vec::new();
+        if settings.proxy_protocol {
+            match proxy::read_header(&self.stream, HEADER_TIMEOUT) {
+                Ok((origin, rest)) => {
+                    // A client that sent its own header (`client --send-proxy`) came through
+                    // no proxy.
+                    if let Origin::Client(client) = origin
+                        && client != self.peer
+                    {
+                        self.via = Some(self.peer);
+                        self.peer = client;
+                    }
+                    first = rest;
+                }
+                Err(why) => {
+                    self.shared.activity.opened();
+                    self.shared.activity.closed(0);
+                    let peer = self.peer;
+                    self.shared.warnings.warn(|held_back| {
+                        format!("{peer}: closed without echoing anything: {why}{held_back}")
+                    });
+                    return;
+                }
+            }
         }
-        let result = self.echo(settings);
+        let who = Who(self.peer, self.via);
+        if self.shared.activity.opened() {
+            info!("{who}: connected");
+        }
+        let result = self.echo(settings, &mut first);
         let (level, text) = if self.shared.cutting.load(Ordering::SeqCst) {
             (Level::Info, "cut at shutdown".to_string())
         } else {
@@ -47,8 +93,7 @@ impl Connection {
         };
         let line = || {
             format!(
-                "{}: closed, {} bytes echoed in {:.3?}, {text}",
-                self.peer,
+                "{who}: closed, {} bytes echoed in {:.3?}, {text}",
                 self.echoed,
                 started.elapsed()
             )
@@ -67,20 +112,24 @@ impl Connection {
     }
 
     /// The data path: socket → buffer → uppercase → socket, then our FIN after the peer's.
-    fn echo(&mut self, settings: Settings) -> Result<(), EchoError> {
+    /// `first`: bytes already read with the PROXY header, echoed before the rest.
+    fn echo(&mut self, settings: Settings, first: &mut [u8]) -> Result<(), EchoError> {
         let stream = &*self.stream;
         // Without this, a small reply waits on Nagle until the peer's delayed ACK (~40 ms).
         stream.set_nodelay(true).map_err(EchoError::Write)?;
         if let Some(idle) = settings.keepalive {
             keepalive(stream, idle);
         }
-        if let Some(idle) = settings.idle_timeout {
-            stream
-                .set_read_timeout(Some(idle))
-                .map_err(EchoError::Read)?;
-            stream
-                .set_write_timeout(Some(idle))
-                .map_err(EchoError::Write)?;
+        // Reading the PROXY header left a read timeout of its own on the socket.
+        if settings.idle_timeout.is_some() || settings.proxy_protocol {
+            let idle = settings.idle_timeout;
+            stream.set_read_timeout(idle).map_err(EchoError::Read)?;
+            stream.set_write_timeout(idle).map_err(EchoError::Write)?;
+        }
+        if !first.is_empty() {
+            transform::uppercase(first);
+            (&*stream).write_all(first).map_err(EchoError::Write)?;
+            self.echoed += first.len() as u64;
         }
         transform::echo(stream, stream, &mut self.echoed)?;
         // The peer may already be gone; its close was still a normal end.

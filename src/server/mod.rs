@@ -5,6 +5,7 @@
 
 mod activity;
 mod connection;
+mod health;
 mod stop;
 
 use std::collections::HashMap;
@@ -19,8 +20,9 @@ use anyhow::{Context, Result, anyhow};
 use log::{debug, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::addr;
+use crate::platform::{self, ServiceState};
 use crate::workers::{Job, Workers};
-use crate::{addr, platform};
 use activity::{Activity, RateLimit, WARN_INTERVAL};
 use connection::{Connection, Settings};
 pub use stop::Stopper;
@@ -46,6 +48,14 @@ pub struct Config {
     /// Idle time before the first keepalive probe; `None` turns keepalive off.
     pub keepalive: Option<Duration>,
     pub grace: Duration,
+    /// Every connection begins with a PROXY protocol header (behind a load balancer).
+    pub proxy_protocol: bool,
+    /// Share the port with other servers (`SO_REUSEPORT`).
+    pub reuse_port: bool,
+    /// Serve an HTTP health check on this port of the same host.
+    pub health_port: Option<u16>,
+    /// At the first stop request, fail the health check but keep serving this long.
+    pub drain_delay: Duration,
 }
 
 /// Totals reported when the server stops.
@@ -73,9 +83,9 @@ pub fn run(config: Config) -> Result<()> {
         }
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
-    let server = Server::bind(config)?;
+    let mut server = Server::bind(config)?;
     // Installed before the `listening on` line, so a signal sent as soon as it is read is handled.
-    stop::on_stop_requests(server.stopper())?;
+    stop::on_stop_requests(server.stopper(), server.config.drain_delay)?;
     let shared = Arc::clone(&server.shared);
     thread::Builder::new()
         .name("activity".into())
@@ -91,11 +101,26 @@ pub fn run(config: Config) -> Result<()> {
         })
         .context("cannot start the activity thread")?;
 
+    if let Some(health) = server.health.take() {
+        info!(
+            "health check on http://{}/",
+            health
+                .local_addr()
+                .context("cannot read the health check's address")?
+        );
+        let shared = Arc::clone(&server.shared);
+        thread::Builder::new()
+            .name("health".into())
+            .spawn(move || health::serve(health, shared))
+            .context("cannot start the health check's thread")?;
+    }
+
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
     drop(stdout);
+    platform::notify_service_manager(ServiceState::Ready);
 
     let summary = server.run();
     info!(
@@ -107,6 +132,8 @@ pub fn run(config: Config) -> Result<()> {
 
 pub struct Server {
     listener: TcpListener,
+    /// `--health-port`'s listener, until its thread takes it.
+    health: Option<TcpListener>,
     local_addr: SocketAddr,
     config: Config,
     shared: Arc<Shared>,
@@ -119,6 +146,8 @@ struct Shared {
     /// Signalled whenever a connection closes or the server starts stopping.
     changed: Condvar,
     stopping: AtomicBool,
+    /// The health check fails from the first stop request on.
+    draining: AtomicBool,
     /// Why the server stops, logged by the accept loop as it ends.
     stop_reason: OnceLock<String>,
     cutting: AtomicBool,
@@ -145,6 +174,7 @@ impl Shared {
             open: Mutex::default(),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             stop_reason: OnceLock::new(),
             cutting: AtomicBool::new(false),
             served: AtomicU64::new(0),
@@ -188,20 +218,36 @@ impl Shared {
 
 impl Server {
     pub fn bind(config: Config) -> Result<Server> {
-        let addr = addr::resolve(&config.host, config.port)?
-            .next()
-            .ok_or_else(|| anyhow!("cannot resolve {}: no addresses", config.host))?;
-        let backlog = config.backlog.or_else(platform::listen_queue_max);
-        let listener = listen(addr, backlog).with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = match handed_over()? {
+            Some(listener) => listener,
+            None => {
+                let addr = addr::resolve(&config.host, config.port)?
+                    .next()
+                    .ok_or_else(|| anyhow!("cannot resolve {}: no addresses", config.host))?;
+                let backlog = config.backlog.or_else(platform::listen_queue_max);
+                match backlog {
+                    Some(n) => debug!("listen queue: {n} connections"),
+                    None => debug!("listen queue: the system's maximum"),
+                }
+                listen(addr, backlog, config.reuse_port)
+                    .with_context(|| format!("cannot listen on {addr}"))?
+            }
+        };
         let local_addr = listener
             .local_addr()
             .context("cannot read the listening address")?;
-        match backlog {
-            Some(n) => debug!("listen queue: {n} connections"),
-            None => debug!("listen queue: the system's maximum"),
-        }
+        let health = match config.health_port {
+            Some(port) => {
+                let addr = SocketAddr::new(local_addr.ip(), port);
+                let listener = listen(addr, Some(128), false)
+                    .with_context(|| format!("cannot listen for health checks on {addr}"))?;
+                Some(listener)
+            }
+            None => None,
+        };
         Ok(Server {
             listener,
+            health,
             local_addr,
             config,
             shared: Arc::new(Shared::new()),
@@ -213,6 +259,7 @@ impl Server {
         self.local_addr
     }
 
+    /// Stops this server from another thread.
     pub fn stopper(&self) -> Stopper {
         Stopper::new(Arc::clone(&self.shared), self.local_addr)
     }
@@ -275,6 +322,7 @@ impl Server {
         let conn = Connection {
             id,
             peer: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            via: None,
             stream,
             echoed: 0,
             shared: Arc::clone(&self.shared),
@@ -282,6 +330,7 @@ impl Server {
         let settings = Settings {
             idle_timeout: self.config.idle_timeout,
             keepalive: self.config.keepalive,
+            proxy_protocol: self.config.proxy_protocol,
         };
         self.start(Box::new(move || conn.serve(settings)));
     }
@@ -318,11 +367,30 @@ impl Server {
     }
 }
 
+/// The listening socket a service manager handed over (systemd's socket activation:
+/// `LISTEN_FDS` and `LISTEN_PID` name it), if any.
+fn handed_over() -> Result<Option<TcpListener>> {
+    let listener = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("cannot use the listening socket the service manager handed over")?;
+    if let Some(listener) = &listener {
+        // systemd hands over blocking sockets, but nothing says every manager does.
+        listener
+            .set_nonblocking(false)
+            .context("cannot use the listening socket the service manager handed over")?;
+        info!("using the listening socket the service manager handed over");
+    }
+    Ok(listener)
+}
+
 /// The listening socket. `backlog` `None` asks for the longest queue the system allows; every
 /// system cuts a longer request to its maximum.
-fn listen(addr: SocketAddr, backlog: Option<u32>) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr, backlog: Option<u32>, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(platform::REUSE_ADDRESS)?;
+    if reuse_port {
+        platform::set_reuse_port(&socket)?;
+    }
     if addr.is_ipv6() {
         // Dual-stack where the system allows it; where it does not, IPv6 alone is still useful.
         if let Err(e) = socket.set_only_v6(false) {

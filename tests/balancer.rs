@@ -1,0 +1,294 @@
+//! Behind a load balancer (the PROXY protocol, with the real HAProxy; health and drain;
+//! SO_REUSEPORT) and as a service (systemd's socket activation and readiness).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command as AssertCommand;
+use common::*;
+
+/// A program the machine may lack; the test says so and skips.
+fn have(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}
+
+/// A child process killed when the test ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tcpdemo-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits until something accepts connections on `addr` (HAProxy says nothing when ready).
+fn wait_until_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `message` from `source` to `to`, half-closes, and returns the whole reply.
+fn exchange_from(source: &str, to: SocketAddr, message: &[u8]) -> Vec<u8> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(message).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    reply
+}
+
+fn free_port() -> u16 {
+    closed_port()
+}
+
+#[test]
+fn behind_haproxy_the_reply_is_exact_and_the_log_names_the_real_client() {
+    if !have("haproxy") {
+        return;
+    }
+    let server = Server::start(&["--proxy-protocol"]);
+    let (v1, v2) = (free_port(), free_port());
+    let dir = scratch("haproxy");
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend v1\n  bind 127.0.0.1:{v1}\n  default_backend v1\n\
+             frontend v2\n  bind 127.0.0.1:{v2}\n  default_backend v2\n\
+             backend v1\n  server echo {addr} send-proxy\n\
+             backend v2\n  server echo {addr} send-proxy-v2\n",
+            addr = server.addr
+        ),
+    )
+    .unwrap();
+    let _haproxy = Guard(
+        Command::new("haproxy")
+            .arg("-f")
+            .arg(&config)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for (port, source) in [(v1, "127.0.0.5"), (v2, "127.0.0.6")] {
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_until_listening(to);
+        let data = random_bytes(300_000, u64::from(port));
+        assert_eq!(exchange_from(source, to, &data), data.to_ascii_uppercase());
+        assert!(
+            server
+                .log
+                .wait_for(&format!("{source}:"), Duration::from_secs(10)),
+            "the log does not name {source}:\n{}",
+            server.log.text()
+        );
+    }
+    assert!(
+        server.log.text().contains(" via 127.0.0.1:"),
+        "{}",
+        server.log.text()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn client_send_proxy_talks_to_a_proxy_protocol_server_and_a_bare_connection_is_refused_service() {
+    let server = Server::start(&["--proxy-protocol"]);
+    for version in ["v1", "v2"] {
+        AssertCommand::new(BIN)
+            .args(["client", "-H", "127.0.0.1", "-p", &server.port_arg()])
+            .args(["--send-proxy", version, "Hello"])
+            .timeout(Duration::from_secs(30))
+            .assert()
+            .success()
+            .stdout("HELLO\n");
+    }
+    // No header: closed without a byte echoed, and the log says why.
+    let mut bare = server.connect();
+    bare.write_all(b"hello there\r\n").unwrap();
+    assert_eq!(read_upto(&mut bare, 100, Duration::from_secs(10)), b"");
+    assert!(
+        server
+            .log
+            .wait_for("closed without echoing anything", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+}
+
+/// `GET /` on `port`: the status code and the body.
+fn health(port: u16) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
+#[test]
+fn health_turns_503_at_the_stop_while_serving_on_until_the_drain_delay_ends() {
+    let port = free_port();
+    let mut server = Server::start(&["--health-port", &port.to_string(), "--drain-delay", "1.5"]);
+    assert_eq!(health(port), (200, "ok\n".into()));
+    if !server.stop() {
+        return;
+    }
+    assert!(
+        server.log.wait_for("draining", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(health(port), (503, "draining\n".into()));
+    let _still = server.connect_echoing(b"still serving");
+    // After the delay the echo port closes: new connects are refused.
+    assert!(
+        server
+            .log
+            .wait_for("no longer accepting", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    assert!(TcpStream::connect(server.addr).is_err());
+    drop(_still);
+    let status = server.wait(Duration::from_secs(20)).expect("exited");
+    assert!(status.success(), "{status:?}");
+}
+
+#[cfg(unix)] // SO_REUSEPORT
+#[test]
+fn two_reuse_port_servers_share_a_port_and_both_serve() {
+    let first = Server::start(&["--reuse-port"]);
+    let port = first.port_arg();
+    let mut command = tcpdemo();
+    command.args(["server", "--reuse-port", "--port", &port]);
+    let second = Server::spawn(command);
+    assert_eq!(first.addr, second.addr);
+    // The kernel spreads connections by their address hash: a few dozen reach both.
+    for i in 0..64 {
+        let _ = first.connect_echoing(format!("c{i}").as_bytes());
+    }
+    for server in [&first, &second] {
+        assert!(
+            server.log.wait_for(": connected", Duration::from_secs(10)),
+            "one server served nothing:\n{}",
+            server.log.text()
+        );
+    }
+    // Without --reuse-port the port is taken.
+    let taken = tcpdemo()
+        .args(["server", "--port", &port])
+        .output()
+        .unwrap();
+    assert_eq!(taken.status.code(), Some(1));
+}
+
+#[cfg(target_os = "linux")] // systemd
+#[test]
+fn systemd_socket_activate_hands_over_the_listening_socket() {
+    if !have("systemd-socket-activate") {
+        return;
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["-l", &listen, BIN, "server", "--port", "1"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let stderr = child.stderr.take().unwrap();
+    let _guard = Guard(child);
+    // It listens at once and starts the server on the first connection.
+    let addr: SocketAddr = listen.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            stream.write_all(b"activated").unwrap();
+            break read_upto(&mut stream, 9, Duration::from_secs(10));
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reply, b"ACTIVATED");
+    // systemd-socket-activate's own line comes first, then the server's.
+    let mut stderr = std::io::BufReader::new(stderr);
+    let mut seen = String::new();
+    while !line.contains("handed over") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the server never said it used the socket:\n{seen}");
+        seen.push_str(&line);
+    }
+}
+
+#[cfg(unix)] // sd_notify's datagram socket
+#[test]
+fn readiness_and_stopping_are_told_to_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = scratch("notify");
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut command = tcpdemo();
+    command
+        .args(["server", "--port", "0"])
+        .env("NOTIFY_SOCKET", &path);
+    let mut server = Server::spawn(command);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
+    server.signal(libc::SIGTERM);
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
+    assert!(server.wait(Duration::from_secs(10)).unwrap().success());
+    std::fs::remove_dir_all(dir).unwrap();
+}
