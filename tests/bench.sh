@@ -8,7 +8,7 @@
 # Loopback only. Every load is bounded: each bench run by --duration, the pipe tests by a 1 GiB
 # file, the memory test by 10,000 connections; everything started here is stopped on exit.
 #
-#   bash tests/bench.sh                  # about 6 minutes
+#   bash tests/bench.sh                  # about 8 minutes
 #   ROUNDS=5 DURATION=5 bash tests/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ command -v socat >/dev/null || missing+=(socat)
 command -v nc >/dev/null || missing+=(netcat-openbsd)
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v python3 >/dev/null || missing+=(python3)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -104,6 +105,48 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+# rr through HAProxy to tcpdemo, plain and with the PROXY protocol (send-proxy-v2 in front of
+# --proxy-protocol): the header costs only the connection's first bytes.
+echo "haproxy: rr through HAProxy, with and without the PROXY protocol" >&2
+start proxied "$BIN" server --port 0 -q --proxy-protocol
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port[via-plain]=$(free_port)
+port[via-proxy]=$(free_port)
+cat >"$tmp/haproxy.cfg" <<CFG
+global
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend plain
+    bind $HOST:${port[via-plain]}
+    default_backend plain
+frontend proxy
+    bind $HOST:${port[via-proxy]}
+    default_backend proxy
+backend plain
+    server echo $HOST:${port[tcpdemo]}
+backend proxy
+    server echo $HOST:${port[proxied]} send-proxy-v2
+CFG
+haproxy -f "$tmp/haproxy.cfg" -db >/dev/null 2>&1 &
+pids+=($!)
+for name in via-plain via-proxy; do
+    for _ in $(seq 100); do
+        (exec 9<>"/dev/tcp/$HOST/${port[$name]}") 2>/dev/null && break
+        sleep 0.05
+    done
+done
+for round in $(seq "$ROUNDS"); do
+    for name in via-plain via-proxy; do
+        "$BIN" bench -H "$HOST" -p "${port[$name]}" --mode rr --connections 50 --duration "$DURATION" --json |
+            python3 -c 'import json, sys; j = json.load(sys.stdin); print(sys.argv[1], "haproxy", j["operations_per_second"], 0, j["latency_us"].get("p99", 0), j["errors"])' \
+                "$name" >>"$results"
+    done
+done
+
 # The same 1 s stall of the server (SIGSTOP, SIGCONT) in the middle of a 5 s rr run, measured
 # by a closed loop and by an open one (--rate) at a fifth of what the server can do.
 echo "stall: tcpdemo server frozen for 1 s, closed loop and --rate 20000" >&2
@@ -163,6 +206,10 @@ for line in open(results):
         continue
     ops, mib, p99, errors = figures
     rows.setdefault((mode, name), []).append((float(ops), float(mib), float(p99), int(errors)))
+haproxy = {}
+for name in ("via-plain", "via-proxy"):
+    runs = rows.pop(("haproxy", name))
+    haproxy[name] = (statistics.median(r[0] for r in runs), statistics.median(r[2] for r in runs))
 logcost = {}
 for name in ("logged", "tcpdemo"):
     runs = rows.pop(("logcost", name))
@@ -200,6 +247,11 @@ print(f"\n| server log, connect mode at {rate:,.0f} connections/s | default leve
 print("| --- | ---: | ---: | ---: |")
 print(f"| server CPU per connection, us | {logged_us:.1f} | {quiet_us:.1f} | {logged_us / quiet_us:.2f}x |")
 print(f"| log lines per second | {lines_per_s:.1f} | 0 | |")
+(plain_ops, plain_p99), (proxy_ops, proxy_p99) = haproxy["via-plain"], haproxy["via-proxy"]
+print("\n| rr, 50 conns x 64 B, through HAProxy | plain | PROXY protocol v2 | PROXY / plain |")
+print("| --- | ---: | ---: | ---: |")
+print(f"| requests/s | {plain_ops:,.0f} | {proxy_ops:,.0f} | {proxy_ops / plain_ops:.2f}x |")
+print(f"| p99 latency (us) | {plain_p99:,.0f} | {proxy_p99:,.0f} | {proxy_p99 / plain_p99:.2f}x |")
 print("\n| rr, 50 conns, server frozen 1 s of 5 | requests/s | p50 us | p99 us | p99.9 us | max us |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 for loop, label in (("closed", "closed loop (no --rate)"), ("open", "open loop, --rate 20000")):
