@@ -2,8 +2,9 @@
 # Side-by-side performance of tcpdemo. `tcpdemo bench` runs in every mode against four servers,
 # interleaved round by round: `tcpdemo server`, the minimal std thread-per-connection echo and
 # tokio's echo (tests/peers, the references of the performance targets), and a socat uppercase
-# server. Then the client against `nc -N`, the cost of the server's log, and memory per idle
-# connection. One table, with ratios.
+# server. Then the cost of the server's log, rr through HAProxy with and without the PROXY
+# protocol, a 1 s server stall measured by a closed and an open loop, the client against
+# `nc -N`, and memory per idle connection. Tables with ratios.
 #
 # Loopback only. Every load is bounded: each bench run by --duration, the pipe tests by a 1 GiB
 # file, the memory test by 10,000 connections; everything started here is stopped on exit.
