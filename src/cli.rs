@@ -3,38 +3,184 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tcpdemo",
     version,
+    propagate_version = true,
     about = "A TCP server that uppercases what it receives and echoes it back, its client, and a load generator",
     after_help = "Examples:\n  tcpdemo server --port 1234\n  tcpdemo client \"Hello, Server!\"\n  producer | tcpdemo client > out\n  tcpdemo bench --mode rr --connections 50"
 )]
 pub struct Cli {
-    /// More log output (-v debug, -vv trace); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More log output, as after the subcommand (see its --help)
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Less log output (-q hides info, -qq hides warnings); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Less log output, as after the subcommand (see its --help)
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub quiet: u8,
+
+    /// How log lines look: text for people, json (one object per line) for jq and log pipelines
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, display_order = 902)]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// -v minus -q, before and after the subcommand together.
+    pub fn verbosity(&self) -> i16 {
+        let (v, q) = match &self.command {
+            Command::Server(a) => (a.log.verbose, a.log.quiet),
+            Command::Client(a) => (a.log.verbose, a.log.quiet),
+            Command::Bench(a) => (a.log.verbose, a.log.quiet),
+            Command::Completions { .. } | Command::Man => (0, 0),
+        };
+        i16::from(self.verbose) + i16::from(v) - i16::from(self.quiet) - i16::from(q)
+    }
+}
+
+/// The server's -v and -q: it reports every connection.
+#[derive(Debug, Args)]
+pub struct ServerLog {
+    /// More log output: -v debug (every connection's lines at any rate, health checks), -vv trace; RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, display_order = 900)]
+    pub verbose: u8,
+
+    /// Less log output: -q warnings and errors only, -qq errors only; RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, display_order = 901)]
+    pub quiet: u8,
+}
+
+/// The client's -v and -q: it speaks only of trouble unless asked.
+#[derive(Debug, Args)]
+pub struct ClientLog {
+    /// Say what happens, as nc -v does: the address connected to, then bytes sent and received and the time (-vv more)
+    #[arg(short, long, action = clap::ArgAction::Count, display_order = 900)]
+    pub verbose: u8,
+
+    /// Less output: -q hides warnings (an error still ends it with one line)
+    #[arg(short, long, action = clap::ArgAction::Count, display_order = 901)]
+    pub quiet: u8,
+}
+
+/// bench's -v and -q.
+#[derive(Debug, Args)]
+pub struct BenchLog {
+    /// Say what happens: the address measured and how (-vv more)
+    #[arg(short, long, action = clap::ArgAction::Count, display_order = 900)]
+    pub verbose: u8,
+
+    /// Less output: -q hides warnings (an error still ends it with one line)
+    #[arg(short, long, action = clap::ArgAction::Count, display_order = 901)]
+    pub quiet: u8,
+}
+
+/// The one CLI definition: parsing, completions and the man page all come from it.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// The man page: the command's own page, then each subcommand's synopsis and options, so one
+/// page covers every subcommand and flag.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let command = command();
+    let mut rendered = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut rendered)?;
+    // The title first, then the string definitions clap_mangen puts before it.
+    let rendered = String::from_utf8_lossy(&rendered);
+    let (title, rest): (Vec<&str>, Vec<&str>) =
+        rendered.lines().partition(|l| l.starts_with(".TH"));
+    let mut page = Vec::new();
+    for line in title.into_iter().chain(rest) {
+        page.extend_from_slice(line.as_bytes());
+        page.push(b'\n');
+    }
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("tcpdemo {}", sub.get_name());
+        let sub = sub
+            .clone()
+            .bin_name(name.clone())
+            .display_name(name.clone());
+        let man = clap_mangen::Man::new(sub.clone());
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        man.render_options_section(&mut part)?;
+        let part = String::from_utf8_lossy(&part)
+            .replace(".SH SYNOPSIS", &format!(".SH \"{}\"", name.to_uppercase()))
+            .replace(".SH OPTIONS", &format!(".SS \"Options of {name}\""));
+        page.extend_from_slice(part.as_bytes());
+        if let Some(about) = sub.get_about() {
+            page.extend_from_slice(format!(".PP\n{about}\n").as_bytes());
+        }
+    }
+    Ok(page)
+}
+
+/// Parses the command line (exiting with 2 on a usage error, as clap does).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(message) = netcat_mistake(&cli) {
+        command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
+    cli
+}
+
+/// Netcat habits that mean something else here, with what to use instead.
+fn netcat_mistake(cli: &Cli) -> Option<String> {
+    let Command::Client(args) = &cli.command else {
+        return None;
+    };
+    if args.listen {
+        return Some(
+            "-l: tcpdemo listens with its own subcommand: tcpdemo server --port PORT".into(),
+        );
+    }
+    if args.keep_listening {
+        return Some("-k: tcpdemo server keeps accepting connections by itself".into());
+    }
+    // netcat's `-q SECS` (quit after EOF): here -q is "quiet", and SECS would become the message.
+    if args.log.quiet > 0
+        && let [first, ..] = args.message.as_slice()
+        && first.to_str().is_some_and(|w| w.parse::<u32>().is_ok())
+        && std::env::args_os().any(|a| a == "-q")
+    {
+        return Some(
+            "-q here is quiet, not netcat's -q SECS: the client ends by itself once the reply is \
+             complete (to send a number as the message, put it after --)"
+                .into(),
+        );
+    }
+    None
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Accept connections and echo every byte back, ASCII-uppercased
     #[command(
+        display_name = "tcpdemo",
         after_help = "Example:\n  tcpdemo server --port 0    # picks a free port and prints it"
     )]
     Server(ServerArgs),
 
     /// Send a message (or stdin) to a server and print its reply
     #[command(
+        display_name = "tcpdemo",
         after_help = "A message that starts with '-' goes after '--': tcpdemo client -- -x\n\n\
                             Examples:\n  tcpdemo client \"Hello, Server!\"\n  \
                             tcpdemo client < file > out\n  printf 'abc' | tcpdemo client"
@@ -43,15 +189,31 @@ pub enum Command {
 
     /// Measure an echo server: requests/s and latency, throughput, or connections/s
     #[command(
+        display_name = "tcpdemo",
         after_help = "Example:\n  tcpdemo bench --mode rr --connections 50 --size 64 --duration 5"
     )]
     Bench(BenchArgs),
+
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish
+    #[command(after_help = "Examples:\n  source <(tcpdemo completions bash)\n  \
+                      tcpdemo completions zsh > ~/.zfunc/_tcpdemo\n  \
+                      tcpdemo completions fish > ~/.config/fish/completions/tcpdemo.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff): tcpdemo man > tcpdemo.1; man ./tcpdemo.1
+    Man,
 }
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
+    #[command(flatten)]
+    pub log: ServerLog,
+
     /// Address to listen on: an IP or a name; '::' also accepts IPv4 where the system allows
-    #[arg(short = 'H', long, default_value = "127.0.0.1")]
+    #[arg(short = 'H', long, default_value = "127.0.0.1", value_parser = host)]
     pub host: String,
 
     /// Port to listen on; 0 picks a free one
@@ -104,17 +266,40 @@ pub enum ProxyVersion {
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
+    #[command(flatten)]
+    pub log: ClientLog,
+
     /// Server to connect to: an IP or a name (every address it resolves to is tried)
-    #[arg(short = 'H', long, default_value = "localhost")]
+    #[arg(short = 'H', long, default_value = "localhost", value_parser = host)]
     pub host: String,
 
     /// Server port
     #[arg(short, long, default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
-    /// Bound each connect attempt, each write the server does not take in, and, once all input is sent, each wait for the reply [default: connect 10s, others none]
-    #[arg(short, long, value_name = "SECS", value_parser = positive_secs)]
+    /// Bound each connect attempt, each write the server does not take in, and, once all input is sent, each wait for the reply (netcat: -w) [default: connect 10s, others none]
+    #[arg(short, long, visible_short_alias = 'w', value_name = "SECS", value_parser = positive_secs)]
     pub timeout: Option<Duration>,
+
+    /// Use only the IPv4 addresses of --host
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use only the IPv6 addresses of --host
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Accepted for netcat's sake and does nothing: the client always half-closes when its input ends
+    #[arg(short = 'N')]
+    pub half_close: bool,
+
+    /// netcat's listen mode: here it is `tcpdemo server`
+    #[arg(short = 'l', hide = true)]
+    pub listen: bool,
+
+    /// netcat's keep-listening: `tcpdemo server` does that by itself
+    #[arg(short = 'k', hide = true)]
+    pub keep_listening: bool,
 
     /// Expect the reply unchanged (an RFC 862 echo server) rather than uppercased
     #[arg(long, conflicts_with = "any_reply")]
@@ -128,9 +313,9 @@ pub struct ClientArgs {
     #[arg(long, value_name = "VERSION", value_enum)]
     pub send_proxy: Option<ProxyVersion>,
 
-    /// Words to send, joined by single spaces; none (or '-') streams stdin instead
+    /// Words to send, joined by single spaces, byte for byte; none (or '-') streams stdin instead
     #[arg(value_name = "MESSAGE")]
-    pub message: Vec<String>,
+    pub message: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,9 +330,20 @@ pub enum BenchMode {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub log: BenchLog,
+
     /// Server to measure
-    #[arg(short = 'H', long, default_value = "localhost")]
+    #[arg(short = 'H', long, default_value = "localhost", value_parser = host)]
     pub host: String,
+
+    /// Use only the IPv4 addresses of --host
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use only the IPv6 addresses of --host
+    #[arg(short = '6')]
+    pub ipv6: bool,
 
     /// Server port
     #[arg(short, long, default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
@@ -207,6 +403,28 @@ fn positive_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A host for -H: a name or an address, without a port (that is -p).
+fn host(text: &str) -> Result<String, String> {
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    if bare.trim().is_empty() {
+        return Err("-H needs a host name or an address, e.g. -H localhost or -H 127.0.0.1".into());
+    }
+    let with_port = match text.rsplit_once(':') {
+        // "[::1]:80", or "name:80" / "1.2.3.4:80" (one colon: not an IPv6 address)
+        Some((head, port)) if port.parse::<u16>().is_ok() => {
+            (head.starts_with('[') && head.ends_with(']')) || !head.contains(':')
+        }
+        _ => false,
+    };
+    if with_port {
+        let (head, port) = text.rsplit_once(':').unwrap_or_default();
+        return Err(format!(
+            "-H takes a host only; give the port with -p: -H {head} -p {port}"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 /// The longest duration any flag takes: far beyond any real use, and well inside what a clock
 /// can add to the current time everywhere.
 const MAX_SECS: u64 = 365 * 24 * 60 * 60;
@@ -250,11 +468,10 @@ fn positive_secs(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
@@ -265,6 +482,20 @@ mod tests {
         assert!(positive_secs("soon").is_err());
         assert!(positive_secs("inf").is_err());
         assert_eq!(secs("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn hosts_with_a_port_or_empty_are_refused_with_what_to_do() {
+        assert_eq!(host("localhost"), Ok("localhost".into()));
+        assert_eq!(host("::1"), Ok("::1".into()));
+        assert_eq!(host("[::1]"), Ok("[::1]".into()));
+        assert_eq!(host("fe80::1:2"), Ok("fe80::1:2".into()));
+        assert_eq!(
+            host("127.0.0.1:1234"),
+            Err("-H takes a host only; give the port with -p: -H 127.0.0.1 -p 1234".into())
+        );
+        assert!(host("[::1]:80").unwrap_err().contains("-H [::1] -p 80"));
+        assert!(host("").unwrap_err().contains("needs a host"));
     }
 
     #[test]

@@ -1,10 +1,15 @@
+use std::ffi::{OsStr, OsString};
+use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
-use log::LevelFilter;
+use anyhow::Context;
+use clap::error::ErrorKind;
+use log::{LevelFilter, warn};
 
-use tcpdemo::cli::{BenchMode, Cli, Command, ProxyVersion};
+use tcpdemo::addr::Family;
+use tcpdemo::cli::{self, BenchMode, Cli, Command, ProxyVersion};
+use tcpdemo::output::write_out;
 use tcpdemo::{bench, client, logger, proxy, server};
 
 /// How long the last log lines may take to reach stderr at exit; a stderr nobody reads does
@@ -12,8 +17,8 @@ use tcpdemo::{bench, client, logger, proxy, server};
 const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = logger::init(log_level(&cli)).and_then(|()| dispatch(cli));
+    let cli = cli::parse();
+    let result = logger::init(log_level(&cli), cli.log_format).and_then(|()| dispatch(cli));
     logger::flush(LOG_FLUSH);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,11 +48,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let message = match args.message.as_slice() {
                 [] => None,
                 [dash] if dash == "-" => None,
-                words => Some(words.join(" ").into_bytes()),
+                words => {
+                    warn_if_host_and_port(words);
+                    Some(words.join(OsStr::new(" ")).into_encoded_bytes())
+                }
             };
             client::run(client::Options {
                 host: args.host,
                 port: args.port,
+                family: Family::from_flags(args.ipv4, args.ipv6),
                 timeout: args.timeout,
                 message,
                 send_proxy: args.send_proxy.map(|v| match v {
@@ -63,15 +72,42 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             if args.rate.is_some() && args.mode == BenchMode::Stream {
-                Cli::command()
+                cli::command()
                     .error(
-                        clap::error::ErrorKind::ArgumentConflict,
+                        ErrorKind::ArgumentConflict,
                         "--rate paces requests or connections: use it with --mode rr or connect",
                     )
                     .exit();
             }
             bench::run(bench::Options::from(args))
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli::command(), "tcpdemo", &mut script);
+            write_out(io::stdout().lock(), &script).map(drop)
+        }
+        Command::Man => {
+            let page = cli::man_page().context("cannot render the man page")?;
+            write_out(io::stdout().lock(), &page).map(drop)
+        }
+    }
+}
+
+/// `tcpdemo client localhost 1234` sends "localhost 1234": say so, as netcat users expect
+/// host and port there.
+fn warn_if_host_and_port(words: &[OsString]) {
+    let [host, port] = words else { return };
+    let (Some(host), Some(port)) = (host.to_str(), port.to_str()) else {
+        return;
+    };
+    let hostlike = host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok()
+        || (host.contains('.') && !host.contains(char::is_whitespace));
+    if hostlike && port.parse::<u16>().is_ok() {
+        warn!(
+            "sending \"{host} {port}\" as the message; to connect to {host} port {port}, use \
+             -H {host} -p {port}"
+        );
     }
 }
 
@@ -87,8 +123,8 @@ fn log_level(cli: &Cli) -> LevelFilter {
     ];
     let default = match cli.command {
         Command::Server(_) => 3,
-        Command::Client(_) | Command::Bench(_) => 2,
+        _ => 2,
     };
-    let index = (default + usize::from(cli.verbose)).saturating_sub(usize::from(cli.quiet));
-    LEVELS[index.min(LEVELS.len() - 1)]
+    let index = (default + cli.verbosity()).clamp(0, LEVELS.len() as i16 - 1);
+    LEVELS[index as usize]
 }

@@ -35,6 +35,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Options {
     pub host: String,
     pub port: u16,
+    pub family: crate::addr::Family,
     pub mode: BenchMode,
     pub connections: u32,
     pub size: usize,
@@ -60,6 +61,7 @@ impl From<BenchArgs> for Options {
         Options {
             host: args.host,
             port: args.port,
+            family: crate::addr::Family::from_flags(args.ipv4, args.ipv6),
             mode: args.mode,
             connections: args.connections,
             size: args.size.map_or(default_size, |s| s as usize),
@@ -158,11 +160,21 @@ pub fn measure(
 ) -> Result<Report> {
     // Resolve and reach the server once: a server that is not there is one clear error, not
     // thousands, and workers connect to the address that worked without resolving again.
-    let probe = client::connect(&options.host, options.port, IO_TIMEOUT)?;
+    let probe = client::connect(&options.host, options.port, options.family, IO_TIMEOUT)?;
     let addr = probe
         .peer_addr()
         .context("cannot read the server's address")?;
     drop(probe);
+    log::info!(
+        "measuring {addr}: {} mode, {} connection{}, {:?}{}",
+        report::mode_name(options.mode),
+        options.connections,
+        if options.connections == 1 { "" } else { "s" },
+        options.duration,
+        options
+            .rate
+            .map_or(String::new(), |r| format!(", open loop at {r}/s"))
+    );
 
     let pattern = Pattern::new(options.size.max(READ_BUF), options.plain);
     let progress = Progress::default();

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use log::debug;
+use log::{debug, info};
 
 use super::check::{self, Expect, Outbox, ReplyCheck};
 use crate::numbers::thousands;
@@ -89,7 +89,14 @@ pub fn exchange<R: Read + Send + 'static>(
                 .context("cannot start the sending thread")?;
         }
     }
+    let started = Instant::now();
     let received = receive(&stream, &mut output, timeout, &sending, &mut check);
+    info!(
+        "sent {} bytes, received {} bytes in {:.3} ms",
+        thousands(check.sent()),
+        thousands(check.confirmed()),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     sending.outcome(received)
 }
 

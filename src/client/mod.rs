@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use log::debug;
+use log::{debug, info};
 
 use crate::output::write_out;
 use crate::{addr, platform, proxy};
@@ -24,6 +24,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Options {
     pub host: String,
     pub port: u16,
+    pub family: addr::Family,
     pub timeout: Option<Duration>,
     /// `None` streams stdin.
     pub message: Option<Vec<u8>>,
@@ -36,6 +37,7 @@ pub fn run(options: Options) -> Result<()> {
     let stream = connect(
         &options.host,
         options.port,
+        options.family,
         options.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
     )?;
     if let Some(version) = options.send_proxy {
@@ -69,15 +71,21 @@ fn send_proxy_header(mut stream: &TcpStream, version: proxy::HeaderVersion) -> R
         .context("cannot send the PROXY header")
 }
 
-/// Connects to the first address of `host` that accepts, each attempt bounded by `timeout`.
-pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+/// Connects to the first address of `host` (of `family`) that accepts, each attempt bounded
+/// by `timeout`.
+pub fn connect(
+    host: &str,
+    port: u16,
+    family: addr::Family,
+    timeout: Duration,
+) -> Result<TcpStream> {
     let shown = addr::show(host, port);
-    let addrs = addr::resolve(host, port)?;
+    let addrs = addr::resolve_only(host, port, family)?;
     let mut last_error = None;
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => {
-                debug!("connected to {addr}");
+                info!("connected to {addr}");
                 // Small writes go out at once instead of waiting for the previous one's ACK.
                 stream
                     .set_nodelay(true)

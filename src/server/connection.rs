@@ -73,41 +73,42 @@ impl Connection {
                 Err(why) => {
                     self.shared.activity.opened();
                     self.shared.activity.closed(0);
-                    let peer = self.peer;
+                    let (id, peer) = (self.id, self.peer);
                     self.shared.warnings.warn(|held_back| {
-                        format!("{peer}: closed without echoing anything: {why}{held_back}")
+                        format!("#{id} {peer}: closed without echoing anything: {why}{held_back}")
                     });
                     return;
                 }
             }
         }
-        let who = Who(self.peer, self.via);
+        let (id, who) = (self.id, Who(self.peer, self.via));
         if self.shared.activity.opened() {
-            info!("{who}: connected");
+            info!(conn = id, peer:% = who; "#{id} {who}: connected");
         }
         let result = self.echo(settings, &mut first);
-        let (level, text) = if self.shared.cutting.load(Ordering::SeqCst) {
+        let (level, reason) = if self.shared.cutting.load(Ordering::SeqCst) {
             (Level::Info, "cut at shutdown".to_string())
         } else {
             describe(result, settings.idle_timeout)
         };
-        let line = || {
-            format!(
-                "{who}: closed, {} bytes echoed in {:.3?}, {text}",
-                self.echoed,
-                started.elapsed()
-            )
-        };
+        let (echoed, took) = (self.echoed, started.elapsed());
+        // One unit for every duration, so lines compare at a glance (and ASCII).
+        let line = format!(
+            "#{id} {who}: closed, {echoed} bytes echoed in {:.3} ms, {reason}",
+            took.as_secs_f64() * 1e3
+        );
         // Counted either way, so the summary line knows of it.
-        let routine_logged = self.shared.activity.closed(self.echoed);
+        let routine_logged = self.shared.activity.closed(echoed);
         match level {
-            Level::Info if routine_logged => info!("{}", line()),
+            Level::Info if routine_logged => info!(
+                conn = id, peer:% = who, bytes = echoed, duration_us = took.as_micros() as u64,
+                reason:% = reason; "{line}"
+            ),
             Level::Info => {}
-            _ => self.shared.warnings.warn(|held_back| {
-                let mut line = line();
-                line.push_str(&held_back);
-                line
-            }),
+            _ => self
+                .shared
+                .warnings
+                .warn(|held_back| format!("{line}{held_back}")),
         }
     }
 

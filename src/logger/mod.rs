@@ -20,7 +20,11 @@ use anyhow::{Context, Result};
 use env_logger::WriteStyle;
 use log::LevelFilter;
 
+use crate::cli::LogFormat;
 use crate::numbers::thousands;
+use format::Style;
+
+mod format;
 
 /// Lines waiting for stderr: a burst's worth, a few hundred KiB at most.
 const QUEUE_LINES: usize = 4096;
@@ -68,8 +72,9 @@ impl Write for QueueWriter {
 /// The only sender that outlives `init`, for `flush`.
 static FLUSH: std::sync::OnceLock<SyncSender<Item>> = std::sync::OnceLock::new();
 
-/// Installs the logger at `level` (`RUST_LOG` overrides it) and starts the writer thread.
-pub fn init(level: LevelFilter) -> Result<()> {
+/// Installs the logger at `level` (`RUST_LOG` overrides it), writing lines as `format` says,
+/// and starts the writer thread.
+pub fn init(level: LevelFilter, format: LogFormat) -> Result<()> {
     let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
     let counts = Arc::new(Counts::default());
     let writer = QueueWriter {
@@ -88,10 +93,10 @@ pub fn init(level: LevelFilter) -> Result<()> {
     } else {
         WriteStyle::Never
     };
+    let style_of_lines = Style::new(format);
     env_logger::Builder::new()
         .filter_level(level)
-        .format_target(false)
-        .format_timestamp_millis()
+        .format(move |buf, record| format::write(buf, record, style_of_lines))
         .parse_default_env()
         .write_style(style)
         .target(env_logger::Target::Pipe(Box::new(writer)))
