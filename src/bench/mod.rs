@@ -139,7 +139,7 @@ fn stop_on_request() -> Result<&'static AtomicBool> {
                         first = Some(Instant::now());
                         STOP.store(true, Ordering::Relaxed);
                     }
-                    Some(at) if at.elapsed() < Duration::from_secs(1) => {}
+                    Some(at) if at.elapsed() < platform::SAME_REQUEST => {}
                     Some(_) => {
                         logger::flush(Duration::from_millis(100));
                         std::process::exit(130);

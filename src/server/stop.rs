@@ -14,11 +14,7 @@ use log::{debug, info, warn};
 
 use super::Shared;
 use crate::logger;
-use crate::platform::{self, ServiceState};
-
-/// A second signal this soon after the first is the same request: `timeout` (coreutils) sends
-/// SIGTERM to the process and then to its group, so one stop can arrive twice at once.
-const SAME_REQUEST: Duration = Duration::from_secs(1);
+use crate::platform::{self, SAME_REQUEST, ServiceState};
 
 /// How long waking the accept loop may take: a listen queue so full that our connect waits
 /// means the loop is busy accepting and sees the stop by itself.
