@@ -92,23 +92,26 @@ impl Connection {
             describe(result, settings.idle_timeout)
         };
         let (echoed, took) = (self.echoed, started.elapsed());
-        // One unit for every duration, so lines compare at a glance (and ASCII).
-        let line = format!(
-            "#{id} {who}: closed, {echoed} bytes echoed in {:.3} ms, {reason}",
-            took.as_secs_f64() * 1e3
-        );
+        // One unit for every duration, so lines compare at a glance (and ASCII). Formatted
+        // only for a line that is written: most are not, at high connection rates or with -q.
+        let line = || {
+            format!(
+                "#{id} {who}: closed, {echoed} bytes echoed in {:.3} ms, {reason}",
+                took.as_secs_f64() * 1e3
+            )
+        };
         // Counted either way, so the summary line knows of it.
         let routine_logged = self.shared.activity.closed(echoed);
         match level {
             Level::Info if routine_logged => info!(
                 conn = id, peer:% = who, bytes = echoed, duration_us = took.as_micros() as u64,
-                reason:% = reason; "{line}"
+                reason:% = reason; "{}", line()
             ),
             Level::Info => {}
             _ => self
                 .shared
                 .warnings
-                .warn(|held_back| format!("{line}{held_back}")),
+                .warn(|held_back| format!("{}{held_back}", line())),
         }
     }
 
