@@ -182,7 +182,6 @@ pub fn measure(
     let measure_from = start + options.warmup;
     let deadline = measure_from + options.duration;
     let recording = Recording::new(measure_from, options.rate.is_some());
-    let cpu_before = platform::cpu_time();
     let run = Run {
         addr,
         size: options.size,
@@ -195,7 +194,7 @@ pub fn measure(
         rate: options.rate,
         workers: options.connections,
     };
-    let (behind, intervals, ended) = thread::scope(|scope| -> Result<_> {
+    let (behind, watched) = thread::scope(|scope| -> Result<_> {
         let mut handles = Vec::new();
         for worker in 0..options.connections {
             let run = &run;
@@ -211,15 +210,20 @@ pub fn measure(
                 .context("cannot start a worker thread")?;
             handles.push(handle);
         }
-        let (intervals, ended) = watch(options, &run, &handles, on_interval);
+        let watched = watch(options, &run, &handles, on_interval);
         let behind = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
             .max()
             .unwrap_or_default();
-        Ok((behind, intervals, ended))
+        Ok((behind, watched))
     })?;
-    let cpu = cpu_before
+    let Watched {
+        intervals,
+        ended,
+        cpu_at_start,
+    } = watched;
+    let cpu = cpu_at_start
         .zip(platform::cpu_time())
         .map(|(before, after)| after.saturating_sub(before));
     let mut total = recording.total();
@@ -236,14 +240,22 @@ pub fn measure(
     })
 }
 
-/// While the workers run: intervals as they end, and a progress line on a terminal. Returns
-/// the intervals and when the run ended.
+/// What `watch` saw.
+struct Watched {
+    intervals: Vec<Interval>,
+    /// When the run ended: its deadline, or sooner on Ctrl-C or when every worker gave up.
+    ended: Instant,
+    /// bench's CPU time when measuring began, after the warm-up.
+    cpu_at_start: Option<Duration>,
+}
+
+/// While the workers run: intervals as they end, and a progress line on a terminal.
 fn watch<T>(
     options: &Options,
     run: &Run,
     workers: &[thread::ScopedJoinHandle<'_, T>],
     on_interval: &mut dyn FnMut(&Interval),
-) -> (Vec<Interval>, Instant) {
+) -> Watched {
     let every = options.interval.unwrap_or(DEFAULT_INTERVAL);
     let measure_from = run.deadline - options.duration;
     let mut stderr = io::stderr();
@@ -253,6 +265,11 @@ fn watch<T>(
     let mut next = measure_from + every;
     let mut next_progress = run.start + Duration::from_secs(1);
     let running = || !workers.iter().all(|h| h.is_finished());
+    let mut cpu_at_start = if options.warmup.is_zero() {
+        platform::cpu_time()
+    } else {
+        None
+    };
     while running() {
         let wake = next.min(next_progress).min(run.deadline);
         let now = Instant::now();
@@ -260,6 +277,9 @@ fn watch<T>(
             thread::sleep((wake - now).min(Duration::from_millis(50)));
         }
         let now = Instant::now();
+        if cpu_at_start.is_none() && now >= measure_from {
+            cpu_at_start = platform::cpu_time();
+        }
         let stopping = run.stop.load(Ordering::Relaxed) || now >= run.deadline;
         if now >= next || (stopping && now > last && now >= measure_from) {
             let end = now.min(run.deadline);
@@ -296,5 +316,9 @@ fn watch<T>(
     if progress_line {
         let _ = write!(stderr, "\r{:60}\r", "");
     }
-    (intervals, ended)
+    Watched {
+        intervals,
+        ended,
+        cpu_at_start,
+    }
 }
