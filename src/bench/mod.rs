@@ -210,18 +210,20 @@ pub fn measure(
                 .context("cannot start a worker thread")?;
             handles.push(handle);
         }
-        let watched = watch(options, &run, &handles, on_interval);
+        let mut watched = watch(options, &run, &handles, on_interval);
         let behind = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
             .max()
             .unwrap_or_default();
+        finish(options, &run, &mut watched, on_interval);
         Ok((behind, watched))
     })?;
     let Watched {
         intervals,
         ended,
         cpu_at_start,
+        ..
     } = watched;
     let cpu = cpu_at_start
         .zip(platform::cpu_time())
@@ -243,6 +245,8 @@ pub fn measure(
 /// What `watch` saw.
 struct Watched {
     intervals: Vec<Interval>,
+    /// The end of the last interval taken.
+    last: Instant,
     /// When the run ended: its deadline, or sooner on Ctrl-C or when every worker gave up.
     ended: Instant,
     /// bench's CPU time when measuring began, after the warm-up.
@@ -281,21 +285,19 @@ fn watch<T>(
             cpu_at_start = platform::cpu_time();
         }
         let stopping = run.stop.load(Ordering::Relaxed) || now >= run.deadline;
-        if now >= next || (stopping && now > last && now >= measure_from) {
-            let end = now.min(run.deadline);
-            if end > last && end > measure_from {
-                let record = run.recording.take_interval();
-                let interval = Interval::of(
-                    &record,
-                    end - measure_from,
-                    (end - last.max(measure_from)).as_secs_f64(),
-                );
-                if options.interval.is_some() {
-                    on_interval(&interval);
-                }
-                intervals.push(interval);
-                last = end;
+        // The last interval is taken once the workers are done (`finish`), so that what
+        // completes after the deadline (a reply in flight, an open loop catching up) is in one.
+        if now >= next && !stopping {
+            let interval = Interval::of(
+                &run.recording.take_interval(),
+                now - measure_from,
+                (now - last).as_secs_f64(),
+            );
+            if options.interval.is_some() {
+                on_interval(&interval);
             }
+            intervals.push(interval);
+            last = now;
             next += every;
         }
         if progress_line && now >= next_progress {
@@ -312,13 +314,35 @@ fn watch<T>(
             break;
         }
     }
-    let ended = Instant::now().min(run.deadline);
+    let ended = Instant::now().min(run.deadline).max(measure_from);
     if progress_line {
         let _ = write!(stderr, "\r{:60}\r", "");
     }
     Watched {
         intervals,
+        last,
         ended,
         cpu_at_start,
     }
+}
+
+/// The last interval, from the last one taken to the end of the run, with everything the
+/// workers recorded until they finished.
+fn finish(
+    options: &Options,
+    run: &Run,
+    watched: &mut Watched,
+    on_interval: &mut dyn FnMut(&Interval),
+) {
+    let measure_from = run.deadline - options.duration;
+    let record = run.recording.take_interval();
+    if watched.ended <= watched.last && record.operations == 0 && record.errors() == 0 {
+        return;
+    }
+    let seconds = (watched.ended.max(watched.last) - watched.last).as_secs_f64();
+    let interval = Interval::of(&record, watched.ended - measure_from, seconds);
+    if options.interval.is_some() {
+        on_interval(&interval);
+    }
+    watched.intervals.push(interval);
 }
