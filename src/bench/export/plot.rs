@@ -51,14 +51,9 @@ fn draw(
             (-(1.0 - q).log10(), step.value_iterated_to() as f64 / 1e6)
         })
         .collect();
-    let top = points.iter().map(|p| p.1).fold(0.0, f64::max).max(0.001) * 1.1;
-    let mut chart = ChartBuilder::on(&upper)
-        .caption("latency by percentile", ("sans-serif", 18))
-        .margin(15)
-        .margin_right(45)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..NINES, 0f64..top)?;
+    let top = headroom(points.iter().map(|p| p.1));
+    let mut chart =
+        frame(&upper, "latency by percentile").build_cartesian_2d(0f64..NINES, 0f64..top)?;
     chart
         .configure_mesh()
         .x_labels(5)
@@ -73,19 +68,12 @@ fn draw(
         .last()
         .map_or(1.0, |i| i.end.as_secs_f64())
         .max(0.001);
-    let top = intervals
-        .iter()
-        .filter_map(|i| i.latency.map(|l| l[2] as f64 / 1e6))
-        .fold(0.0, f64::max)
-        .max(0.001)
-        * 1.1;
-    let mut chart = ChartBuilder::on(&lower)
-        .caption("latency over time", ("sans-serif", 18))
-        .margin(15)
-        .margin_right(45)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..end, 0f64..top)?;
+    let top = headroom(
+        intervals
+            .iter()
+            .filter_map(|i| i.latency.map(|l| l[2] as f64 / 1e6)),
+    );
+    let mut chart = frame(&lower, "latency over time").build_cartesian_2d(0f64..end, 0f64..top)?;
     chart
         .configure_mesh()
         .x_desc("time since measuring began (s)")
@@ -108,6 +96,26 @@ fn draw(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// One chart's frame: its caption, margins and room for the axis labels.
+fn frame<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    caption: &'b str,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 18))
+        .margin(15)
+        .margin_right(45)
+        .x_label_area_size(45)
+        .y_label_area_size(70);
+    builder
+}
+
+/// The top of a latency axis: the largest value and a tenth more, never zero.
+fn headroom(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, f64::max).max(0.001) * 1.1
 }
 
 #[cfg(test)]
