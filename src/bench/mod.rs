@@ -29,8 +29,9 @@ use report::{Interval, MIB, Pace, Report};
 
 /// Bounds every wait on the server, so a stalled server ends the run instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Without `--interval`, intervals are still kept at this pace, for `--plot`.
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Without `--interval`, intervals are still kept for `--plot`: a twentieth of the run, between
+/// these bounds, so a short run still draws a line over time rather than a single point.
+const PLOT_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
 pub struct Options {
     pub host: String,
@@ -260,7 +261,9 @@ fn watch<T>(
     workers: &[thread::ScopedJoinHandle<'_, T>],
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Watched {
-    let every = options.interval.unwrap_or(DEFAULT_INTERVAL);
+    let every = options
+        .interval
+        .unwrap_or((options.duration / 20).clamp(PLOT_INTERVAL.0, PLOT_INTERVAL.1));
     let measure_from = run.deadline - options.duration;
     let mut stderr = io::stderr();
     let progress_line = options.interval.is_none() && stderr.is_terminal();
