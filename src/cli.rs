@@ -394,11 +394,21 @@ pub struct BenchArgs {
     pub plot: Option<PathBuf>,
 }
 
+/// The highest rate: one operation a nanosecond, the finest step a schedule can take.
+const MAX_RATE: f64 = 1e9;
+
+/// A rate whose schedule a clock can hold: at least one operation in the longest duration any
+/// flag takes, at most one a nanosecond.
 fn positive_rate(text: &str) -> Result<f64, String> {
+    let min_rate = 1.0 / MAX_SECS as f64;
     match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e9 => Ok(rate),
+        Ok(rate) if rate.is_finite() && (min_rate..=MAX_RATE).contains(&rate) => Ok(rate),
+        Ok(rate) if rate > 0.0 && rate < min_rate => Err(format!(
+            "'{text}' is too low a rate: at least one operation a year ({min_rate:.1e}/s)"
+        )),
         _ => Err(format!(
-            "'{text}' is not a rate: a number of operations a second, above 0"
+            "'{text}' is not a rate: a number of operations a second, above 0 and at most \
+             1e9"
         )),
     }
 }
@@ -496,6 +506,17 @@ mod tests {
         );
         assert!(host("[::1]:80").unwrap_err().contains("-H [::1] -p 80"));
         assert!(host("").unwrap_err().contains("needs a host"));
+    }
+
+    #[test]
+    fn rates_whose_schedule_a_clock_cannot_hold_are_rejected() {
+        assert_eq!(positive_rate("2000"), Ok(2000.0));
+        assert_eq!(positive_rate("1e9"), Ok(1e9));
+        assert!(positive_rate("1e-300").unwrap_err().contains("too low"));
+        assert!(positive_rate("1e-8").is_err());
+        assert!(positive_rate("1.1e9").is_err());
+        assert!(positive_rate("0").is_err());
+        assert!(positive_rate("nan").is_err());
     }
 
     #[test]

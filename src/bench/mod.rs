@@ -22,10 +22,10 @@ use anyhow::{Context, Result, bail};
 use crate::cli::{BenchArgs, BenchMode};
 use crate::output::write_out;
 use crate::{client, logger, platform};
-use modes::{Progress, READ_BUF, Run, WORKER_STACK};
+use modes::{Lag, Progress, READ_BUF, Run, WORKER_STACK};
 use pattern::Pattern;
 use recording::Recording;
-use report::{Interval, MIB, Pace, Report};
+use report::{Interval, MIB, Open, Pace, Report};
 
 /// Bounds every wait on the server, so a stalled server ends the run instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,7 +195,10 @@ pub fn measure(
         rate: options.rate,
         workers: options.connections,
     };
-    let (behind, watched) = thread::scope(|scope| -> Result<_> {
+    // Taken before the workers start: thousands of them take a while to start, and work
+    // meanwhile.
+    let cpu_at_start = options.warmup.is_zero().then(platform::cpu_time).flatten();
+    let (lags, watched) = thread::scope(|scope| -> Result<_> {
         let mut handles = Vec::new();
         for worker in 0..options.connections {
             let run = &run;
@@ -211,19 +214,20 @@ pub fn measure(
                 .context("cannot start a worker thread")?;
             handles.push(handle);
         }
-        let mut watched = watch(options, &run, &handles, on_interval);
-        let behind = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .max()
-            .unwrap_or_default();
+        let mut watched = watch(options, &run, &handles, cpu_at_start, on_interval);
+        let lags: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        // The run's real length: replies in flight at the deadline, and a stop, end it later
+        // or sooner than planned, and every rate divides by what it really took.
+        watched.ended = Instant::now().max(measure_from);
         finish(options, &run, &mut watched, on_interval);
-        Ok((behind, watched))
+        Ok((lags, watched))
     })?;
+    let lag = combine(lags)?;
     let Watched {
         intervals,
         ended,
         cpu_at_start,
+        open_after_warmup,
         ..
     } = watched;
     let cpu = cpu_at_start
@@ -233,14 +237,37 @@ pub fn measure(
     if options.mode == BenchMode::Stream {
         total.latency.reset();
     }
-    Ok(Report {
+    let report = Report {
         elapsed: ended.saturating_duration_since(measure_from),
         total,
         intervals,
-        pace: options.rate.map(|target| Pace { target, behind }),
+        pace: options.rate.map(|target| Pace { target, lag }),
+        open: Open {
+            peak: progress.peak_open.load(Ordering::Relaxed),
+            after_warmup: open_after_warmup,
+        },
         cpu,
         interrupted: stop.load(Ordering::Relaxed),
-    })
+    };
+    if let Some(short) = report.connections_short(options) {
+        log::warn!("{short}");
+    }
+    Ok(report)
+}
+
+/// The workers' lags in one: the furthest behind, and everything unsent. A worker that
+/// panicked makes the run a failure, never a report of what the others did.
+fn combine(workers: Vec<thread::Result<Lag>>) -> Result<Lag> {
+    let mut lag = Lag::default();
+    for worker in workers {
+        // The panic's own message is on stderr already, from the panic hook.
+        let Ok(worker) = worker else {
+            bail!("a bench worker panicked (a bug in tcpdemo): the results are incomplete");
+        };
+        lag.behind = lag.behind.max(worker.behind);
+        lag.unsent += worker.unsent;
+    }
+    Ok(lag)
 }
 
 /// What `watch` saw.
@@ -248,10 +275,12 @@ struct Watched {
     intervals: Vec<Interval>,
     /// The end of the last interval taken.
     last: Instant,
-    /// When the run ended: its deadline, or sooner on Ctrl-C or when every worker gave up.
+    /// When the run ended: when the last worker finished, after the deadline or a stop.
     ended: Instant,
     /// bench's CPU time when measuring began, after the warm-up.
     cpu_at_start: Option<Duration>,
+    /// Connections open when the warm-up ended, with a warm-up.
+    open_after_warmup: Option<u64>,
 }
 
 /// While the workers run: intervals as they end, and a progress line on a terminal.
@@ -259,6 +288,7 @@ fn watch<T>(
     options: &Options,
     run: &Run,
     workers: &[thread::ScopedJoinHandle<'_, T>],
+    mut cpu_at_start: Option<Duration>,
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Watched {
     let every = options
@@ -272,13 +302,16 @@ fn watch<T>(
     let mut next = measure_from + every;
     let mut next_progress = run.start + Duration::from_secs(1);
     let running = || !workers.iter().all(|h| h.is_finished());
-    let mut cpu_at_start = if options.warmup.is_zero() {
-        platform::cpu_time()
-    } else {
-        None
-    };
+    let mut open_after_warmup = None;
     while running() {
-        let wake = next.min(next_progress).min(run.deadline);
+        // Without a progress line its clock is no reason to wake: a past one would spin.
+        let mut wake = next.min(run.deadline);
+        if progress_line {
+            wake = wake.min(next_progress);
+        }
+        if !options.warmup.is_zero() && cpu_at_start.is_none() {
+            wake = wake.min(measure_from);
+        }
         let now = Instant::now();
         if wake > now {
             thread::sleep((wake - now).min(Duration::from_millis(50)));
@@ -286,6 +319,7 @@ fn watch<T>(
         let now = Instant::now();
         if cpu_at_start.is_none() && now >= measure_from {
             cpu_at_start = platform::cpu_time();
+            open_after_warmup = Some(run.progress.open.load(Ordering::Relaxed));
         }
         let stopping = run.stop.load(Ordering::Relaxed) || now >= run.deadline;
         // The last interval is taken once the workers are done (`finish`), so that what
@@ -317,15 +351,16 @@ fn watch<T>(
             break;
         }
     }
-    let ended = Instant::now().min(run.deadline).max(measure_from);
     if progress_line {
         let _ = write!(stderr, "\r{:60}\r", "");
     }
     Watched {
         intervals,
         last,
-        ended,
+        // Set once the workers have finished.
+        ended: last,
         cpu_at_start,
+        open_after_warmup,
     }
 }
 
@@ -348,4 +383,24 @@ fn finish(
         on_interval(&interval);
     }
     watched.intervals.push(interval);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_panicked_fails_the_run() {
+        let ok = |unsent| {
+            Ok(Lag {
+                behind: Duration::from_millis(unsent),
+                unsent,
+            })
+        };
+        let lag = combine(vec![ok(3), ok(4)]).unwrap();
+        assert_eq!((lag.unsent, lag.behind), (7, Duration::from_millis(4)));
+        let panicked = std::thread::spawn(|| -> Lag { panic!("boom") }).join();
+        let error = combine(vec![ok(1), panicked]).unwrap_err();
+        assert!(error.to_string().contains("panicked"), "{error}");
+    }
 }

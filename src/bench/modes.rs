@@ -24,11 +24,50 @@ pub const WORKER_STACK: usize = 256 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Shared counters, for the progress line.
+/// Shared counters, for the progress line and the connections open at once.
 #[derive(Default)]
 pub struct Progress {
     pub operations: AtomicU64,
     pub received: AtomicU64,
+    /// Connections open now, and the most that were open at once.
+    pub open: AtomicU64,
+    pub peak_open: AtomicU64,
+}
+
+/// A connection counted in `Progress::open` while it lives.
+struct Conn<'a> {
+    stream: TcpStream,
+    progress: &'a Progress,
+}
+
+impl<'a> Conn<'a> {
+    fn new(stream: TcpStream, progress: &'a Progress) -> Conn<'a> {
+        let open = progress.open.fetch_add(1, Ordering::Relaxed) + 1;
+        progress.peak_open.fetch_max(open, Ordering::Relaxed);
+        Conn { stream, progress }
+    }
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.progress.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How an open-loop worker ended against its schedule.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lag {
+    /// How far behind its schedule it was when the run ended.
+    pub behind: Duration,
+    /// Operations due before the end that it never sent.
+    pub unsent: u64,
 }
 
 /// What every worker of a run shares.
@@ -61,11 +100,24 @@ impl Run<'_> {
         }
     }
 
-    /// When the next operation is due: now in a closed loop, on schedule in an open one.
+    /// When the next operation is due: now in a closed loop, on schedule in an open one;
+    /// `None` once the run is over.
     fn next_due(&self, schedule: &mut Option<Schedule>) -> Option<Instant> {
         match schedule {
-            Some(schedule) => schedule.next(self.until()),
+            Some(schedule) => schedule.next(self.deadline, &|| self.stop.load(Ordering::Relaxed)),
             None => self.going().then(Instant::now),
+        }
+    }
+
+    /// Where a worker ended against its schedule.
+    fn lag(&self, schedule: &Option<Schedule>) -> Lag {
+        let Some(schedule) = schedule else {
+            return Lag::default();
+        };
+        let end = self.until().min(Instant::now());
+        Lag {
+            behind: schedule.behind(end),
+            unsent: schedule.unsent(end),
         }
     }
 
@@ -95,8 +147,9 @@ impl Run<'_> {
     }
 }
 
-fn open(addr: SocketAddr) -> io::Result<TcpStream> {
-    configure(TcpStream::connect_timeout(&addr, IO_TIMEOUT)?)
+fn open<'a>(run: &Run<'a>) -> io::Result<Conn<'a>> {
+    let stream = configure(TcpStream::connect_timeout(&run.addr, IO_TIMEOUT)?)?;
+    Ok(Conn::new(stream, run.progress))
 }
 
 /// Source addresses that connect mode spreads its connections over, where it can.
@@ -107,19 +160,19 @@ const SOURCES: u32 = 64;
 /// search for a free port then walks, taking about a third of bench's CPU. Against a loopback
 /// server on a system where all of 127.0.0.0/8 is local, each connection comes from the next of
 /// `SOURCES` addresses, whose ports are searched apart, with the port picked at connect time.
-fn open_spread(addr: SocketAddr, turn: u32) -> io::Result<TcpStream> {
-    let SocketAddr::V4(v4) = addr else {
-        return open(addr);
+fn open_spread<'a>(run: &Run<'a>, turn: u32) -> io::Result<Conn<'a>> {
+    let SocketAddr::V4(v4) = run.addr else {
+        return open(run);
     };
     if !(v4.ip().is_loopback() && platform::LOOPBACK_IS_A_NETWORK) {
-        return open(addr);
+        return open(run);
     }
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     platform::defer_port_choice(&socket);
     let source = Ipv4Addr::new(127, 0, 1, 1 + (turn % SOURCES) as u8);
     socket.bind(&SocketAddr::from((source, 0)).into())?;
-    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
-    configure(socket.into())
+    socket.connect_timeout(&run.addr.into(), IO_TIMEOUT)?;
+    Ok(Conn::new(configure(socket.into())?, run.progress))
 }
 
 fn configure(stream: TcpStream) -> io::Result<TcpStream> {
@@ -148,9 +201,8 @@ fn unexpected_eof(received: u64) -> io::Error {
     )
 }
 
-/// Request/response on one connection, reconnecting after a failure. Returns how far behind
-/// its schedule the worker ended.
-pub fn request_response(run: &Run, worker: u32) -> Duration {
+/// Request/response on one connection, reconnecting after a failure.
+pub fn request_response(run: &Run, worker: u32) -> Lag {
     let mut buf = vec![0; READ_BUF.min(run.size.max(WINDOW))];
     let mut schedule = run.schedule(worker);
     let mut conn = None;
@@ -158,7 +210,7 @@ pub fn request_response(run: &Run, worker: u32) -> Duration {
     while let Some(due) = run.next_due(&mut schedule) {
         let stream = match &conn {
             Some(stream) => stream,
-            None => match open(run.addr) {
+            None => match open(run) {
                 Ok(stream) => conn.insert(stream),
                 Err(e) => {
                     run.failed(worker, &e, &mut backoff);
@@ -179,12 +231,12 @@ pub fn request_response(run: &Run, worker: u32) -> Duration {
             }
         }
     }
-    behind(&schedule)
+    run.lag(&schedule)
 }
 
 /// A new connection per request: connect, send, half-close, read the reply to the server's
-/// close. Returns how far behind its schedule the worker ended.
-pub fn connect(run: &Run, worker: u32) -> Duration {
+/// close.
+pub fn connect(run: &Run, worker: u32) -> Lag {
     let mut buf = vec![0; run.size.min(READ_BUF)];
     let mut schedule = run.schedule(worker);
     let mut backoff = FIRST_BACKOFF;
@@ -200,17 +252,11 @@ pub fn connect(run: &Run, worker: u32) -> Duration {
             Err(e) => run.failed(worker, &e, &mut backoff),
         }
     }
-    behind(&schedule)
-}
-
-fn behind(schedule: &Option<Schedule>) -> Duration {
-    schedule
-        .as_ref()
-        .map_or(Duration::ZERO, |s| s.behind(Instant::now()))
+    run.lag(&schedule)
 }
 
 fn one_connection(run: &Run, turn: u32, buf: &mut [u8]) -> io::Result<()> {
-    let stream = open_spread(run.addr, turn)?;
+    let stream = open_spread(run, turn)?;
     send_and_check(&stream, run.size, run.pattern, buf, true)?;
     match run.pattern.read_checked(&stream, buf, run.size as u64)? {
         0 => Ok(()),
@@ -253,15 +299,16 @@ fn send_and_check(
 
 /// Both ways at once on one connection: a writer thread sends `size`-byte writes as fast as
 /// the server takes them while this one reads and checks the reply.
-pub fn stream(run: &Run, worker: u32) -> Duration {
+pub fn stream(run: &Run, worker: u32) -> Lag {
     let id = worker as usize;
-    let conn = match open(run.addr) {
+    let counted = match open(run) {
         Ok(stream) => stream,
         Err(e) => {
             run.recording.error(id, &e);
-            return Duration::ZERO;
+            return Lag::default();
         }
     };
+    let conn: &TcpStream = &counted;
     let (write_result, reading) = thread::scope(|scope| {
         let writer = thread::Builder::new()
             .name("bench-send".into())
@@ -273,7 +320,7 @@ pub fn stream(run: &Run, worker: u32) -> Duration {
                         break conn.shutdown(Shutdown::Write).map(|()| sent);
                     }
                     let data = run.pattern.send(sent, run.size);
-                    if let Err(e) = stall::write_all(&conn, data, Some(IO_TIMEOUT)) {
+                    if let Err(e) = stall::write_all(conn, data, Some(IO_TIMEOUT)) {
                         break Err(stalled_write(e));
                     }
                     sent += run.size as u64;
@@ -284,7 +331,7 @@ pub fn stream(run: &Run, worker: u32) -> Duration {
         let mut buf = vec![0; READ_BUF];
         let mut received = 0u64;
         let reading = loop {
-            match run.pattern.read_checked(&conn, &mut buf, received) {
+            match run.pattern.read_checked(conn, &mut buf, received) {
                 Ok(0) => break Ok(received),
                 Ok(n) => {
                     received += n as u64;
@@ -299,9 +346,10 @@ pub fn stream(run: &Run, worker: u32) -> Duration {
             }
         };
         let write_result = match writer {
+            // A panic is a bug, not a failed write: it ends the run (see `measure`).
             Ok(handle) => handle
                 .join()
-                .unwrap_or_else(|_| Err(io::Error::other("writer panicked"))),
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             Err(e) => Err(e),
         };
         (write_result, reading)
@@ -312,5 +360,5 @@ pub fn stream(run: &Run, worker: u32) -> Duration {
         (Err(e), _) => run.recording.error(id, &e),
         (Ok(_), Err(e)) => run.recording.error(id, &e),
     }
-    Duration::ZERO
+    Lag::default()
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::Options;
+use super::modes::Lag;
 use super::recording::{Failure, Record};
 use crate::cli::BenchMode;
 use crate::numbers::thousands;
@@ -68,8 +69,17 @@ impl Interval {
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
     pub target: f64,
-    /// How far behind its schedule the furthest-behind worker ended.
-    pub behind: Duration,
+    /// How far behind its schedule the furthest-behind worker ended, and what all of them left
+    /// unsent.
+    pub lag: Lag,
+}
+
+/// How many connections were open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Open {
+    pub peak: u64,
+    /// When the warm-up ended, if there was one.
+    pub after_warmup: Option<u64>,
 }
 
 pub struct Report {
@@ -77,6 +87,7 @@ pub struct Report {
     pub total: Record,
     pub intervals: Vec<Interval>,
     pub pace: Option<Pace>,
+    pub open: Open,
     /// bench's own CPU time over the run, where the system tells.
     pub cpu: Option<Duration>,
     /// Ctrl-C ended the run early.
@@ -158,18 +169,42 @@ impl Report {
             }
             Some(pace) => {
                 let achieved = self.per_second(self.total.operations);
-                if pace.behind > Duration::from_millis(10) || achieved < pace.target * 0.99 {
+                if pace.lag.unsent > 0 {
                     notes.push(format!(
-                        "the server did not keep up: {}/s achieved of {}/s asked, and the run \
-                         ended {:.3?} behind its schedule",
+                        "{} {} due but not sent: bench fell behind its schedule ({}/s achieved \
+                         of {}/s asked); the server, or bench itself, did not keep up",
+                        thousands(pace.lag.unsent),
+                        operation_name(options.mode),
                         thousands(achieved.round() as u64),
                         thousands(pace.target.round() as u64),
-                        pace.behind
+                    ));
+                } else if pace.lag.behind > Duration::from_millis(10) {
+                    notes.push(format!(
+                        "the run ended {:.3?} behind its schedule",
+                        pace.lag.behind
                     ));
                 }
             }
         }
+        if let Some(short) = self.connections_short(options) {
+            notes.push(short);
+        }
         notes
+    }
+
+    /// What to say when fewer connections were open at once than `--connections` asked for.
+    pub fn connections_short(&self, options: &Options) -> Option<String> {
+        let asked = u64::from(options.connections);
+        if options.mode == BenchMode::Connect || self.open.peak >= asked {
+            return None;
+        }
+        Some(format!(
+            "only {} of {} connections were open at once: the rest were still being opened \
+             (or failed); the figures are for fewer connections than asked (--warmup gives \
+             them time to open)",
+            thousands(self.open.peak),
+            thousands(asked)
+        ))
     }
 
     pub fn to_table(&self, options: &Options) -> String {
@@ -190,17 +225,25 @@ impl Report {
             out += " (interrupted)";
         }
         out.push('\n');
-        let what = match options.mode {
-            BenchMode::Rr => "requests",
-            BenchMode::Stream => "writes",
-            BenchMode::Connect => "connections",
-        };
+        let what = operation_name(options.mode);
         let _ = writeln!(
             out,
-            "  {what:<12} {} ({:.0}/s)",
-            self.total.operations,
-            self.per_second(self.total.operations)
+            "  {what:<12} {} ({}/s)",
+            thousands(self.total.operations),
+            thousands(self.per_second(self.total.operations).round() as u64)
         );
+        if options.mode != BenchMode::Connect {
+            let _ = write!(
+                out,
+                "  {:<12} {} at most",
+                "open",
+                thousands(self.open.peak)
+            );
+            if let Some(n) = self.open.after_warmup {
+                let _ = write!(out, ", {} when the warm-up ended", thousands(n));
+            }
+            out.push('\n');
+        }
         let _ = writeln!(
             out,
             "  {:<12} sent {:.1} MiB/s, received {:.1} MiB/s",
@@ -218,7 +261,7 @@ impl Report {
                 let _ = writeln!(out, "  {row:<12} {}", cells.join("  "));
             }
         }
-        let _ = write!(out, "  {:<12} {}", "errors", self.total.errors());
+        let _ = write!(out, "  {:<12} {}", "errors", thousands(self.total.errors()));
         let kinds: Vec<String> = Failure::ALL
             .iter()
             .filter(|&&f| self.total.errors[f as usize] > 0)
@@ -255,10 +298,81 @@ pub fn micros(us: f64) -> String {
     }
 }
 
+/// What one operation of `mode` is, in the plural.
+pub fn operation_name(mode: BenchMode) -> &'static str {
+    match mode {
+        BenchMode::Rr => "requests",
+        BenchMode::Stream => "writes",
+        BenchMode::Connect => "connections",
+    }
+}
+
 pub fn mode_name(mode: BenchMode) -> &'static str {
     match mode {
         BenchMode::Rr => "rr",
         BenchMode::Stream => "stream",
         BenchMode::Connect => "connect",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::BenchMode;
+
+    fn options(mode: BenchMode, connections: u32) -> Options {
+        Options {
+            host: "localhost".into(),
+            port: 1234,
+            family: crate::addr::Family::Any,
+            mode,
+            connections,
+            size: 64,
+            duration: Duration::from_secs(1),
+            plain: false,
+            json: false,
+            rate: None,
+            interval: None,
+            warmup: Duration::ZERO,
+            hist: None,
+            plot: None,
+        }
+    }
+
+    fn report(peak: u64) -> Report {
+        Report {
+            elapsed: Duration::from_secs(1),
+            total: Record::new(),
+            intervals: Vec::new(),
+            pace: None,
+            open: Open {
+                peak,
+                after_warmup: None,
+            },
+            cpu: None,
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn fewer_connections_open_than_asked_is_said() {
+        let short = report(631).connections_short(&options(BenchMode::Stream, 5000));
+        assert!(
+            short
+                .as_deref()
+                .is_some_and(|s| s.starts_with("only 631 of 5,000 connections")),
+            "{short:?}"
+        );
+        let notes = report(631).notes(&options(BenchMode::Rr, 5000));
+        assert!(notes.iter().any(|n| n.starts_with("only 631")), "{notes:?}");
+        assert_eq!(
+            report(50).connections_short(&options(BenchMode::Rr, 50)),
+            None
+        );
+        // connect mode's -c counts workers, whose connections come and go.
+        assert_eq!(
+            report(1).connections_short(&options(BenchMode::Connect, 50)),
+            None
+        );
     }
 }

@@ -55,6 +55,10 @@ pub fn summary(report: &Report, options: &Options) -> Value {
         "errors_by_kind": by_kind,
         "first_error": report.total.first_error,
         "interrupted": report.interrupted,
+        "connections_open": {
+            "peak": report.open.peak,
+            "after_warmup": report.open.after_warmup,
+        },
         "bench_cpu_us_per_operation": report.cpu_per_operation(),
         "notes": report.notes(options),
     });
@@ -63,7 +67,8 @@ pub fn summary(report: &Report, options: &Options) -> Value {
         summary["rate"] = json!({
             "target": pace.target,
             "achieved": report.per_second(report.total.operations),
-            "behind_seconds": pace.behind.as_secs_f64(),
+            "behind_seconds": pace.lag.behind.as_secs_f64(),
+            "due_not_sent": pace.lag.unsent,
         });
     }
     summary
