@@ -608,3 +608,89 @@ fn out_of_threads_the_server_stops_accepting_for_a_moment_and_drops_no_one() {
         server.log.text()
     );
 }
+
+#[cfg(unix)] // SIGHUP
+#[test]
+fn sighup_is_a_stop_request_with_grace_and_summary() {
+    let mut server = Server::start(&["--grace", "10"]);
+    let mut open = server.connect_echoing(b"before");
+    server.signal(libc::SIGHUP);
+    assert!(
+        server.log.wait_for(
+            "SIGHUP received: no longer accepting",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log.text()
+    );
+    // The grace: the open connection is still served.
+    open.write_all(b"during").unwrap();
+    assert_eq!(read_upto(&mut open, 6, Duration::from_secs(10)), b"DURING");
+    open.shutdown(Shutdown::Write).unwrap();
+    let status = server.wait(Duration::from_secs(20)).expect("server exited");
+    // It used to die of the signal at once: exit 129, no grace, no summary.
+    assert!(status.success(), "{status:?}");
+    assert!(
+        server
+            .log
+            .text()
+            .contains("shutdown: connections served: 1"),
+        "{}",
+        server.log.text()
+    );
+}
+
+/// An IPv6 link-local address carries its interface (`%lo`): the stop, and the health check's
+/// address derived from the echo port's, must keep it. The test gives its own loopback such an
+/// address, in a network namespace of its own.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_link_local_server_stops_on_request_and_serves_health_checks() {
+    let setup = own_network_namespace().and_then(|()| {
+        run_here(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fe80::1/64",
+            "dev",
+            "lo",
+            "nodad",
+        ])
+    });
+    if let Err(why) = setup {
+        return cannot_run_here(&why);
+    }
+    let health_port = closed_port().to_string();
+    let mut server = Server::start(&["-H", "fe80::1%lo", "--health-port", &health_port]);
+    let reply = tcpdemo()
+        .args([
+            "client",
+            "-H",
+            "fe80::1%lo",
+            "-p",
+            &server.port_arg(),
+            "hello",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(reply.stdout, b"HELLO\n", "{reply:?}");
+    let mut health_addr = server.addr;
+    health_addr.set_port(health_port.parse().unwrap());
+    let mut health = TcpStream::connect(health_addr).expect("connect to the health check");
+    health.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let answer = read_upto(&mut health, 1000, Duration::from_secs(10));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(server.stop());
+    // The wake-up connect lost the scope: the server ran on until a client came.
+    let status = server.wait(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        server.log.text()
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
@@ -58,7 +58,8 @@ pub fn stdout() -> io::Result<File> {
 pub const SAME_REQUEST: Duration = Duration::from_secs(1);
 
 /// Requests to stop, named as the person sent them (`SIGINT`, `Ctrl-C`, …), from now on.
-/// Unix: SIGINT and SIGTERM. Windows: Ctrl-C, Ctrl-Break and closing the console window.
+/// Unix: SIGINT, SIGTERM, and SIGHUP (the terminal it runs in was closed). Windows: Ctrl-C,
+/// Ctrl-Break and closing the console window.
 pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
     system::stop_requests()
 }
@@ -70,6 +71,31 @@ pub fn interrupt(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Both);
     system::cancel_io(stream);
 }
+
+/// Wakes a thread waiting in `wait_for_connection`, from any thread, on any system, however
+/// the listening socket is shared: nothing goes through the listening port itself. (A
+/// connection to the port, the usual trick, may be handed by the kernel to another server on a
+/// shared port, or lose an IPv6 scope; shutting the listener down wakes `accept` only on Linux.)
+pub struct Waker(system::Waker);
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        system::Waker::new().map(Waker)
+    }
+
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+}
+
+/// Blocks until `listener` (non-blocking) has a connection to accept, or `waker` was woken.
+pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<()> {
+    system::wait_for_connection(listener, &waker.0)
+}
+
+/// Whether a socket accepted from a non-blocking listener is non-blocking too (BSD, macOS and
+/// Windows; not Linux), and so must be made blocking for its thread.
+pub const ACCEPTED_INHERITS_NONBLOCKING: bool = !cfg!(target_os = "linux");
 
 /// CPU time this process has used so far, user and system, where the system tells.
 pub fn cpu_time() -> Option<Duration> {

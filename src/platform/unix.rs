@@ -1,18 +1,19 @@
 //! Unix: Linux, macOS and the BSDs.
 
 use std::fs::File;
-use std::io;
-use std::net::TcpStream;
-use std::os::fd::AsFd;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 pub const OUT_OF_RESOURCES: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
 pub const REUSE_ADDRESS: bool = true;
-pub const STOP_KEYS: &str = "SIGINT (Ctrl-C) or SIGTERM";
+pub const STOP_KEYS: &str = "SIGINT (Ctrl-C), SIGTERM or SIGHUP";
 
 pub fn raise_open_files() -> io::Result<Option<(u64, u64)>> {
     let mut limit = libc::rlimit {
@@ -114,7 +115,6 @@ pub fn cpu_time() -> Option<Duration> {
 
 #[cfg(target_os = "linux")]
 pub fn defer_port_choice(socket: &socket2::Socket) {
-    use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads an int from a pointer to one, on a socket we own. A kernel
     // without the option (before 4.2) refuses it, and binding then picks the port as usual.
@@ -151,16 +151,16 @@ pub fn notify_service_manager(state: super::ServiceState) {
 pub fn cancel_io(_stream: &TcpStream) {}
 
 pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let (tx, rx) = mpsc::channel();
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                let name = match signal {
+                    SIGINT => "SIGINT",
+                    SIGHUP => "SIGHUP",
+                    _ => "SIGTERM",
                 };
                 if tx.send(name).is_err() {
                     return;
@@ -168,4 +168,54 @@ pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
             }
         })?;
     Ok(rx)
+}
+
+/// A socket pair: `wake` writes a byte to one end, which makes the other readable.
+pub struct Waker {
+    readable: UnixStream,
+    writable: UnixStream,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        let (readable, writable) = UnixStream::pair()?;
+        readable.set_nonblocking(true)?;
+        writable.set_nonblocking(true)?;
+        Ok(Waker { readable, writable })
+    }
+
+    pub fn wake(&self) {
+        // A full buffer already holds a wake-up.
+        let _ = (&self.writable).write(&[1]);
+    }
+}
+
+pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<()> {
+    let mut fds = [
+        libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: waker.readable.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: poll reads and writes only the two pollfds we pass, whose descriptors stay open.
+    if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    if fds[1].revents != 0 {
+        // Drained, so that the next wait blocks again.
+        let mut buf = [0u8; 64];
+        while matches!((&waker.readable).read(&mut buf), Ok(n) if n > 0) {}
+    }
+    Ok(())
 }

@@ -2,13 +2,14 @@
 
 use std::fs::File;
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{AsHandle, AsRawSocket};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{FALSE, FILETIME, HANDLE, TRUE};
+use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, SOCKET, WSAPOLLFD, WSAPoll};
 use windows_sys::Win32::System::Console::{
     CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, SetConsoleCtrlHandler,
 };
@@ -114,4 +115,45 @@ pub fn stop_requests() -> io::Result<Receiver<&'static str>> {
         return Err(io::Error::last_os_error());
     }
     Ok(rx)
+}
+
+/// A UDP socket on loopback that sends to itself: Windows has no socket pair, and `WSAPoll`
+/// waits on sockets only.
+pub struct Waker {
+    socket: UdpSocket,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.connect(socket.local_addr()?)?;
+        socket.set_nonblocking(true)?;
+        Ok(Waker { socket })
+    }
+
+    pub fn wake(&self) {
+        let _ = self.socket.send(&[1]);
+    }
+}
+
+pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<()> {
+    let pollfd = |socket: SOCKET| WSAPOLLFD {
+        fd: socket,
+        events: POLLRDNORM,
+        revents: 0,
+    };
+    let mut fds = [
+        pollfd(listener.as_raw_socket() as SOCKET),
+        pollfd(waker.socket.as_raw_socket() as SOCKET),
+    ];
+    // SAFETY: WSAPoll reads and writes only the two entries we pass, whose sockets stay open.
+    if unsafe { WSAPoll(fds.as_mut_ptr(), fds.len() as u32, -1) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if fds[1].revents != 0 {
+        // Drained, so that the next wait blocks again.
+        let mut buf = [0u8; 64];
+        while matches!(waker.socket.recv(&mut buf), Ok(n) if n > 0) {}
+    }
+    Ok(())
 }

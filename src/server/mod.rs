@@ -21,7 +21,7 @@ use log::{debug, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::addr;
-use crate::platform::{self, ServiceState};
+use crate::platform::{self, ServiceState, Waker};
 use crate::workers::{Job, Workers};
 use activity::{Activity, RateLimit, WARN_INTERVAL};
 use connection::{Connection, Settings};
@@ -137,6 +137,7 @@ pub struct Server {
     local_addr: SocketAddr,
     config: Config,
     shared: Arc<Shared>,
+    waker: Arc<Waker>,
     workers: Workers,
 }
 
@@ -236,9 +237,15 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .context("cannot read the listening address")?;
+        // Accepting waits beside the stop's waker (see `run`).
+        listener
+            .set_nonblocking(true)
+            .context("cannot configure the listening socket")?;
         let health = match config.health_port {
             Some(port) => {
-                let addr = SocketAddr::new(local_addr.ip(), port);
+                // The same address, IPv6 scope included (`fe80::1%eth0`).
+                let mut addr = local_addr;
+                addr.set_port(port);
                 let listener = listen(addr, Some(128), false)
                     .with_context(|| format!("cannot listen for health checks on {addr}"))?;
                 Some(listener)
@@ -251,6 +258,7 @@ impl Server {
             local_addr,
             config,
             shared: Arc::new(Shared::new()),
+            waker: Arc::new(Waker::new().context("cannot set up the stop")?),
             workers: Workers::new(STACK_SIZE, THREAD_KEEP_ALIVE),
         })
     }
@@ -261,7 +269,10 @@ impl Server {
 
     /// Stops this server from another thread.
     pub fn stopper(&self) -> Stopper {
-        Stopper::new(Arc::clone(&self.shared), self.local_addr)
+        Stopper {
+            shared: Arc::clone(&self.shared),
+            waker: Arc::clone(&self.waker),
+        }
     }
 
     /// Accepts and serves until stopped, then waits up to the grace period for open connections
@@ -271,9 +282,16 @@ impl Server {
         let accept_warning = RateLimit::default();
         while self.wait_for_slot(&mut limit) {
             match self.listener.accept() {
-                // Most likely the stopper's own wake-up call.
-                Ok(_) if self.shared.stopping() => break,
                 Ok((stream, peer)) => self.dispatch(stream, peer),
+                // Busy, the loop accepts without waiting; idle, it waits beside the waker.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if let Err(e) = platform::wait_for_connection(&self.listener, &self.waker) {
+                        accept_warning.warn(|held_back| {
+                            format!("waiting for connections failed: {e}{held_back}")
+                        });
+                        thread::sleep(RESOURCE_PAUSE);
+                    }
+                }
                 Err(_) if self.shared.stopping() => break,
                 Err(e) => {
                     // A peer that gave up while queued is its own business.
@@ -290,6 +308,7 @@ impl Server {
                 }
             }
         }
+        self.take_queued();
         drop(self.listener);
         let why = self
             .shared
@@ -312,7 +331,28 @@ impl Server {
         !self.shared.stopping()
     }
 
+    /// Takes in the connections already queued when the server stops, so that they are served
+    /// rather than reset by the close, as far as the connection limit allows. Those that land
+    /// in the queue after this, before the close, are reset, unless the system hands them to
+    /// another server sharing the port (Linux: `net.ipv4.tcp_migrate_req`).
+    fn take_queued(&self) {
+        let max = usize::try_from(self.config.max_connections).unwrap_or(usize::MAX);
+        while self.shared.lock().streams.len() < max {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.dispatch(stream, peer),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
+        if platform::ACCEPTED_INHERITS_NONBLOCKING
+            && let Err(e) = stream.set_nonblocking(false)
+        {
+            debug!("dropped a connection from {peer}: cannot make it blocking: {e}");
+            return;
+        }
         let stream = Arc::new(stream);
         let mut open = self.shared.lock();
         let id = open.next_id;

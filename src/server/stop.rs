@@ -2,7 +2,6 @@
 //! console on Windows) stops accepting and lets open connections finish; a deliberate second
 //! one exits at once.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
@@ -14,32 +13,16 @@ use log::{debug, info, warn};
 
 use super::Shared;
 use crate::logger;
-use crate::platform::{self, SAME_REQUEST, ServiceState};
-
-/// How long waking the accept loop may take: a listen queue so full that our connect waits
-/// means the loop is busy accepting and sees the stop by itself.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::platform::{self, SAME_REQUEST, ServiceState, Waker};
 
 /// Stops a running server from another thread (the stop requests' thread).
 pub struct Stopper {
     pub(super) shared: Arc<Shared>,
-    /// Where to connect to wake the accept loop.
-    pub(super) wake: SocketAddr,
+    /// Wakes the accept loop from its wait for a connection.
+    pub(super) waker: Arc<Waker>,
 }
 
 impl Stopper {
-    pub(super) fn new(shared: Arc<Shared>, listening: SocketAddr) -> Stopper {
-        let ip = match listening.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        Stopper {
-            shared,
-            wake: SocketAddr::new(ip, listening.port()),
-        }
-    }
-
     /// The first step of a stop: the health check fails from now on, and the service manager
     /// is told.
     pub fn drain(&self) {
@@ -47,23 +30,17 @@ impl Stopper {
         platform::notify_service_manager(ServiceState::Stopping);
     }
 
-    /// Stops accepting at once: the accept loop wakes, closes the listening socket, so new
-    /// connects are refused rather than queued, and logs `why` as it ends (so the line always
-    /// comes before the drain's). Open connections carry on.
-    ///
-    /// A blocked `accept` is woken by connecting to it: that works the same on every system.
-    /// Shutting the listening socket down wakes it only on Linux (macOS, the BSDs and Windows
-    /// answer ENOTCONN), and a non-blocking listener polled beside a wake-up would cost a
-    /// system call more per connection.
+    /// Stops accepting at once: the accept loop wakes, takes in what is already queued,
+    /// closes the listening socket, so new connects are refused rather than queued, and logs
+    /// `why` as it ends (so the line always comes before the drain's). Open connections carry
+    /// on.
     pub fn stop(&self, why: &str) {
         let guard = self.shared.lock();
         let _ = self.shared.stop_reason.set(why.to_string());
         self.shared.stopping.store(true, Ordering::SeqCst);
         drop(guard);
         self.shared.changed.notify_all();
-        if let Err(e) = TcpStream::connect_timeout(&self.wake, WAKE_TIMEOUT) {
-            debug!("cannot wake the accept loop through {}: {e}", self.wake);
-        }
+        self.waker.wake();
     }
 }
 

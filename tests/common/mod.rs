@@ -474,3 +474,44 @@ pub fn wait_with_cpu(child: &mut Child) -> (ExitStatus, Duration) {
         time(usage.ru_utime) + time(usage.ru_stime),
     )
 }
+
+/// Moves the calling thread (and the processes and threads it starts from now on) into a new
+/// network namespace of its own, with its loopback interface up: a test can then change
+/// network settings (`sysctl`s, addresses) without touching the machine's. Needs root; `Err`
+/// says why it cannot be done here.
+#[cfg(target_os = "linux")]
+pub fn own_network_namespace() -> Result<(), String> {
+    // SAFETY: unshare changes only this thread's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "cannot make a network namespace (root only): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    run_here(&["ip", "link", "set", "lo", "up"])
+}
+
+/// Runs a command to its end; `Err` with what it said if it failed.
+pub fn run_here(argv: &[&str]) -> Result<(), String> {
+    let output = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{argv:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// A test that cannot run here says why and passes, off CI; under CI (`CI` set) that is a
+/// failure, since it would pass without checking anything.
+pub fn cannot_run_here(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test cannot run here, and CI must run it: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
