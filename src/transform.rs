@@ -1,6 +1,9 @@
 //! The echo itself: bytes in, ASCII-uppercased bytes out, over any `Read` and `Write`.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::time::Duration;
+
+use crate::stall;
 
 /// Buffer on the stack, enough for request/response traffic: an idle or chatty connection never
 /// touches the heap, which keeps thousands of open connections cheap.
@@ -25,10 +28,12 @@ pub enum EchoError {
 ///
 /// Each read is written back in full before the next read, so a peer that sends a request and
 /// waits (without closing) gets its reply. `echoed` counts what was written back, even when the
-/// echo ends in an error.
+/// echo ends in an error. `write_timeout` is the output's own (a socket's `SO_SNDTIMEO`): a
+/// write that waits that long without finishing is a stall (see `stall::write_all`).
 pub fn echo(
     mut input: impl Read,
     mut output: impl Write,
+    write_timeout: Option<Duration>,
     echoed: &mut u64,
 ) -> Result<(), EchoError> {
     let mut small = [0u8; SMALL];
@@ -47,7 +52,7 @@ pub fn echo(
         };
         let chunk = &mut buf[..n];
         uppercase(chunk);
-        output.write_all(chunk).map_err(EchoError::Write)?;
+        stall::write_all(&mut output, chunk, write_timeout).map_err(EchoError::Write)?;
         *echoed += n as u64;
         if n == SMALL && large.is_empty() {
             large = vec![0; LARGE];
@@ -92,7 +97,7 @@ mod tests {
     fn echo_counts_bytes_and_stops_at_end_of_input() {
         let mut out = Vec::new();
         let mut echoed = 0;
-        echo(&b"abc"[..], &mut out, &mut echoed).unwrap();
+        echo(&b"abc"[..], &mut out, None, &mut echoed).unwrap();
         assert_eq!(out, b"ABC");
         assert_eq!(echoed, 3);
     }
@@ -101,7 +106,7 @@ mod tests {
     fn echo_reports_which_side_failed() {
         let mut echoed = 0;
         let closed: &mut [u8] = &mut [];
-        let result = echo(&b"abc"[..], io::Cursor::new(closed), &mut echoed);
+        let result = echo(&b"abc"[..], io::Cursor::new(closed), None, &mut echoed);
         assert!(matches!(result, Err(EchoError::Write(_))));
     }
 
@@ -113,7 +118,7 @@ mod tests {
         ) {
             let mut out = Vec::new();
             let mut echoed = 0;
-            echo(Chunked { data: data.clone(), pos: 0, cuts }, &mut out, &mut echoed).unwrap();
+            echo(Chunked { data: data.clone(), pos: 0, cuts }, &mut out, None, &mut echoed).unwrap();
             prop_assert_eq!(echoed as usize, data.len());
             prop_assert_eq!(out, data.to_ascii_uppercase());
         }

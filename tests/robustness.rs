@@ -694,3 +694,48 @@ fn a_link_local_server_stops_on_request_and_serves_health_checks() {
         server.log.text()
     );
 }
+
+/// `--idle-timeout` also bounds a write the peer does not read. With std's `write_all` under
+/// `SO_SNDTIMEO`, Linux handed back a few KiB after each full wait and the write waited again:
+/// clients that never read were cut after about four times the timeout.
+#[test]
+fn idle_timeout_bounds_a_write_the_peer_does_not_read() {
+    let server = Server::start(&["--idle-timeout", "2", "-v"]);
+    let hogs: Vec<TcpStream> = (0..20).map(|_| server.connect()).collect();
+    thread::scope(|scope| {
+        for hog in &hogs {
+            scope.spawn(move || {
+                let chunk = vec![b'a'; 64 * 1024];
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(30) {
+                    if (&*hog).write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    assert!(
+        server
+            .log
+            .wait_for_count("peer stopped reading for 2s", 20, Duration::from_secs(30)),
+        "{}",
+        server.log.text()
+    );
+    // Each close line says how long its connection lived: the timeout, plus the moment it
+    // takes to fill the buffers, plus room for a loaded machine; not four timeouts.
+    for line in server
+        .log
+        .text()
+        .lines()
+        .filter(|l| l.contains("peer stopped reading"))
+    {
+        let ms: f64 = line
+            .split(" echoed in ")
+            .nth(1)
+            .and_then(|rest| rest.split(" ms").next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no duration in {line}"));
+        assert!(ms < 4_500.0, "{line}");
+    }
+}

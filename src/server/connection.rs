@@ -1,6 +1,6 @@
 //! One connection's life, on its own thread: the echo, then one close line saying how it ended.
 
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,6 +11,7 @@ use socket2::{SockRef, TcpKeepalive};
 
 use super::Shared;
 use crate::proxy::{self, Origin};
+use crate::stall;
 use crate::transform::{self, EchoError};
 
 /// After the first keepalive probe, probes this far apart, and give up after this many: a peer
@@ -130,12 +131,13 @@ impl Connection {
             stream.set_read_timeout(idle).map_err(EchoError::Read)?;
             stream.set_write_timeout(idle).map_err(EchoError::Write)?;
         }
+        let write_timeout = settings.idle_timeout;
         if !first.is_empty() {
             transform::uppercase(first);
-            (&*stream).write_all(first).map_err(EchoError::Write)?;
+            stall::write_all(stream, first, write_timeout).map_err(EchoError::Write)?;
             self.echoed += first.len() as u64;
         }
-        transform::echo(stream, stream, &mut self.echoed)?;
+        transform::echo(stream, stream, write_timeout, &mut self.echoed)?;
         // The peer may already be gone; its close was still a normal end.
         let _ = stream.shutdown(Shutdown::Write);
         Ok(())
