@@ -3,12 +3,14 @@
 //! `ppp` crate.
 
 use std::fmt;
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ppp::v2::{Builder, Command, Protocol, Version};
 use ppp::{HeaderResult, PartialResult};
+
+use crate::stall;
 
 /// The longest header there can be: version 2's 16 bytes and a payload of up to 65,535.
 const MAX_HEADER: usize = 16 + 65_535;
@@ -51,26 +53,15 @@ impl fmt::Display for BadHeader {
 
 /// Reads the header that must begin the connection, within `limit`. Returns whom the
 /// connection is for, and the bytes that came after the header (the start of the data).
-pub fn read_header(
-    mut stream: &TcpStream,
-    limit: Duration,
-) -> Result<(Origin, Vec<u8>), BadHeader> {
+pub fn read_header(stream: &TcpStream, limit: Duration) -> Result<(Origin, Vec<u8>), BadHeader> {
     let deadline = Instant::now() + limit;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(BadHeader::TooSlow(limit));
-        }
-        stream.set_read_timeout(Some(left)).map_err(BadHeader::Io)?;
-        let n = match stream.read(&mut chunk) {
+        let n = match stall::read_by(stream, &mut chunk, deadline) {
             Ok(0) => return Err(BadHeader::Closed),
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(BadHeader::TooSlow(limit));
-            }
+            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(BadHeader::TooSlow(limit)),
             Err(e) => return Err(BadHeader::Io(e)),
         };
         buf.extend_from_slice(&chunk[..n]);

@@ -6,7 +6,8 @@
 //! stopped reading. Here a write that waited the whole timeout and still could not finish is a
 //! stall, whatever it managed.
 
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// `write_all`, except that a write that blocks for `timeout` (the socket's write timeout)
@@ -25,6 +26,24 @@ pub fn write_all(mut out: impl Write, mut buf: &[u8], timeout: Option<Duration>)
         }
     }
     Ok(())
+}
+
+/// One read from `stream` that returns by `deadline`: a request that must arrive whole within a
+/// time (a PROXY header, a health check) is bounded as a whole, not read by read, so a peer
+/// that trickles a byte at a time cannot hold it open. `TimedOut` once the deadline passed.
+pub fn read_by(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return Err(ErrorKind::TimedOut.into()),
+            other => return other,
+        }
+    }
 }
 
 /// Whether an error is a timeout, as systems report them (`EAGAIN` on Unix, `TimedOut`

@@ -152,15 +152,7 @@ fn client_send_proxy_talks_to_a_proxy_protocol_server_and_a_bare_connection_is_r
 
 /// `GET /` on `port`: the status code and the body.
 fn health(port: u16) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = health_raw(port, b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");
     let code = response[9..12].parse().unwrap();
     let body = response
         .split("\r\n\r\n")
@@ -168,6 +160,86 @@ fn health(port: u16) -> (u16, String) {
         .unwrap_or_default()
         .to_string();
     (code, body)
+}
+
+/// Sends `request` to the health check on `port` and returns the whole response.
+fn health_raw(port: u16, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn health_answers_odd_requests_as_http_says_and_bounds_each_request_as_a_whole() {
+    let port = free_port();
+    let _server = Server::start(&["--health-port", &port.to_string()]);
+    let post = health_raw(port, b"POST / HTTP/1.1\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+    assert!(post.ends_with("GET or HEAD only\n"), "{post}");
+    let head = health_raw(port, b"HEAD / HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    let long = [
+        b"GET / HTTP/1.1\r\nX: ".as_slice(),
+        &[b'a'; 8000],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let too_long = health_raw(port, &long);
+    assert!(too_long.starts_with("HTTP/1.1 431"), "{too_long}");
+
+    // A request trickled a byte at a time, each well within 2 s of the last, is still cut
+    // 2 s after it began (each read had its own 2 s before: 8 bytes held a thread 12.9 s).
+    let mut trickle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let started = Instant::now();
+    let mut cut = None;
+    for byte in b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" {
+        if trickle.write_all(&[*byte]).is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let cut = cut.unwrap_or_else(|| started.elapsed());
+    assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
+    let mut rest = Vec::new();
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = trickle.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[cfg(target_os = "linux")] // /proc
+#[test]
+fn health_port_abuse_takes_no_threads_from_the_echo_port() {
+    let port = free_port();
+    let server = Server::start(&["--health-port", &port.to_string(), "-q"]);
+    let threads_before = server.threads();
+    // Connections that never finish a request: each took a thread of its own before. (Fewer
+    // than its listen queue holds: more would wait in connect.)
+    let silent: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for i in 0..20 {
+        let _ = server.connect_echoing(format!("echo {i}").as_bytes());
+    }
+    let threads = server.threads();
+    assert!(
+        threads <= threads_before + 20,
+        "{threads} threads with {} health connections open (before: {threads_before})",
+        silent.len()
+    );
+    drop(silent);
+    assert_eq!(health(port), (200, "ok\n".into()));
 }
 
 #[test]

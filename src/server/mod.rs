@@ -35,7 +35,7 @@ const THREAD_KEEP_ALIVE: Duration = Duration::from_secs(20);
 const SPARE_FDS: u64 = 32;
 /// Out of descriptors, memory or threads, the server waits this long before trying again; the
 /// clients meanwhile wait in the listen queue.
-const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -108,11 +108,7 @@ pub fn run(config: Config) -> Result<()> {
                 .local_addr()
                 .context("cannot read the health check's address")?
         );
-        let shared = Arc::clone(&server.shared);
-        thread::Builder::new()
-            .name("health".into())
-            .spawn(move || health::serve(health, shared))
-            .context("cannot start the health check's thread")?;
+        health::serve(health, &server.shared)?;
     }
 
     let mut stdout = io::stdout().lock();

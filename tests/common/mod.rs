@@ -224,6 +224,18 @@ impl Server {
         Duration::from_millis(ticks * 1000 / per_second)
     }
 
+    /// Threads the server runs now (Linux: from /proc).
+    #[cfg(target_os = "linux")]
+    pub fn threads(&self) -> usize {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a Threads line")
+    }
+
     /// Sends a signal (Unix only: tests of signals in particular).
     #[cfg(unix)]
     pub fn signal(&self, signal: i32) {
