@@ -244,6 +244,10 @@ pub struct ServerArgs {
     #[arg(long)]
     pub proxy_protocol: bool,
 
+    /// With --proxy-protocol: believe PROXY headers only from these addresses (a CIDR such as 10.0.0.0/8, or one address; repeatable), and close other connections unanswered [default: every address]
+    #[arg(long, value_name = "CIDR", requires = "proxy_protocol", value_parser = cidr)]
+    pub proxy_from: Vec<ipnet::IpNet>,
+
     /// Share the port with other servers (SO_REUSEPORT), for overlapping restarts or a process per core
     #[arg(long)]
     pub reuse_port: bool,
@@ -411,6 +415,14 @@ fn positive_rate(text: &str) -> Result<f64, String> {
              1e9"
         )),
     }
+}
+
+/// A network for --proxy-from: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+fn cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("'{text}' is not an address or a network such as 10.0.0.0/8"))
 }
 
 /// A host for -H: a name or an address, without a port (that is -p).

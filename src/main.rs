@@ -39,6 +39,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             idle_timeout: args.idle_timeout,
             keepalive: Some(args.keepalive).filter(|d| !d.is_zero()),
             proxy_protocol: args.proxy_protocol,
+            proxy_from: args.proxy_from,
             reuse_port: args.reuse_port,
             health_port: args.health_port,
             drain_delay: args.drain_delay,

@@ -7,13 +7,16 @@ use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use ppp::HeaderResult;
 use ppp::v2::{Builder, Command, Protocol, Version};
-use ppp::{HeaderResult, PartialResult};
 
 use crate::stall;
 
-/// The longest header there can be: version 2's 16 bytes and a payload of up to 65,535.
-const MAX_HEADER: usize = 16 + 65_535;
+/// Version 2's first 12 bytes; its 16-byte fixed part ends in the length of the rest.
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// Version 1 is one line, `PROXY ` to CRLF, of 107 bytes at most.
+const V1_PREFIX: &[u8; 6] = b"PROXY ";
+const V1_MAX: usize = 107;
 
 /// Whom a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,19 +72,41 @@ pub fn read_header(stream: &TcpStream, limit: Duration) -> Result<(Origin, Vec<u
             let (origin, len) = parsed;
             return Ok((origin, buf.split_off(len)));
         }
-        if buf.len() > MAX_HEADER {
-            return Err(BadHeader::Invalid);
-        }
     }
+}
+
+/// The length of the header that begins `buf`, once all of it is there; `None` while it may
+/// still be incomplete. The `ppp` crate is handed only whole headers: given part of a version
+/// 1 header cut after a field (`PROXY TCP4 1.2.3.4 5.6.7.8 1111 `), it answers "invalid",
+/// not "incomplete", and a valid header cut there by the network was refused.
+fn header_len(buf: &[u8]) -> Result<Option<usize>, BadHeader> {
+    let begins = |prefix: &[u8]| buf.starts_with(prefix) || prefix.starts_with(buf);
+    if begins(V2_SIGNATURE) {
+        return Ok(match buf.get(14..16) {
+            Some(&[high, low]) => {
+                let len = 16 + usize::from(u16::from_be_bytes([high, low]));
+                (buf.len() >= len).then_some(len)
+            }
+            _ => None,
+        });
+    }
+    if begins(V1_PREFIX) {
+        return match buf.windows(2).position(|w| w == b"\r\n") {
+            Some(end) if end + 2 <= V1_MAX => Ok(Some(end + 2)),
+            None if buf.len() < V1_MAX => Ok(None),
+            _ => Err(BadHeader::Invalid),
+        };
+    }
+    Err(BadHeader::Invalid)
 }
 
 /// A whole header at the start of `buf`: whom it names and its length. `None` while it may
 /// still be incomplete.
 fn parse(buf: &[u8]) -> Result<Option<(Origin, usize)>, BadHeader> {
-    let result = HeaderResult::parse(buf);
-    if result.is_incomplete() {
+    let Some(len) = header_len(buf)? else {
         return Ok(None);
-    }
+    };
+    let result = HeaderResult::parse(&buf[..len]);
     match result {
         HeaderResult::V1(Ok(header)) => {
             let origin = match header.addresses {
@@ -93,7 +118,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Origin, usize)>, BadHeader> {
                 }
                 ppp::v1::Addresses::Unknown => Origin::Proxy,
             };
-            Ok(Some((origin, header.header.len())))
+            Ok(Some((origin, len)))
         }
         HeaderResult::V2(Ok(header)) => {
             let origin = match (header.command, header.addresses) {
@@ -105,8 +130,9 @@ fn parse(buf: &[u8]) -> Result<Option<(Origin, usize)>, BadHeader> {
                 }
                 _ => Origin::Proxy,
             };
-            Ok(Some((origin, header.len())))
+            Ok(Some((origin, len)))
         }
+        // Whole, so never incomplete: only invalid.
         HeaderResult::V1(Err(_)) | HeaderResult::V2(Err(_)) => Err(BadHeader::Invalid),
     }
 }
@@ -167,6 +193,60 @@ mod tests {
             parse(b"PROXY UNKNOWN\r\n").unwrap(),
             Some((Origin::Proxy, 15))
         );
+    }
+
+    /// Every header cut in two at every point, and trickled a byte at a time, is incomplete
+    /// until its last byte and then whole.
+    #[test]
+    fn a_header_cut_anywhere_is_incomplete_until_whole() {
+        let (client, server) = addrs();
+        let v6 = (
+            "[2001:db8::5]:40000".parse().unwrap(),
+            "[2001:db8::1]:1234".parse().unwrap(),
+        );
+        let local = Builder::with_addresses(
+            Version::Two | Command::Local,
+            Protocol::Unspecified,
+            ppp::v2::Addresses::Unspecified,
+        )
+        .build()
+        .unwrap();
+        let mut headers = vec![b"PROXY UNKNOWN\r\n".to_vec(), local];
+        for version in [HeaderVersion::V1, HeaderVersion::V2] {
+            headers.push(header(version, client, server).unwrap());
+            headers.push(header(version, v6.0, v6.1).unwrap());
+        }
+        headers.push(b"PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n".to_vec());
+        for whole in headers {
+            let len = whole.len();
+            let mut data = whole.clone();
+            data.extend_from_slice(b"hello");
+            for cut in 0..len {
+                assert_eq!(
+                    parse(&data[..cut]).ok(),
+                    Some(None),
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(&whole)
+                );
+            }
+            for end in len..data.len() {
+                assert!(
+                    matches!(parse(&data[..end]), Ok(Some((_, n))) if n == len),
+                    "{:?} with {end} bytes",
+                    String::from_utf8_lossy(&whole)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_v1_line_too_long_or_garbled_is_invalid() {
+        let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
+        assert!(matches!(parse(&long), Err(BadHeader::Invalid)));
+        assert!(matches!(
+            parse(b"PROXY TCP4 1.2.3.4 nonsense\r\n"),
+            Err(BadHeader::Invalid)
+        ));
     }
 
     #[test]

@@ -150,6 +150,126 @@ fn client_send_proxy_talks_to_a_proxy_protocol_server_and_a_bare_connection_is_r
     );
 }
 
+#[cfg(target_os = "linux")] // all of 127.0.0.0/8 is this host's
+#[test]
+fn proxy_from_believes_only_its_proxies_and_json_logs_keep_peer_and_via_apart() {
+    let server = Server::start(&[
+        "--proxy-protocol",
+        "--proxy-from",
+        "127.0.0.2/32",
+        "--log-format",
+        "json",
+    ]);
+    // From a trusted proxy: the header's client is the peer.
+    let header = format!(
+        "PROXY TCP4 1.2.3.4 127.0.0.1 1111 {}\r\nhello",
+        server.port()
+    );
+    assert_eq!(
+        exchange_from("127.0.0.2", server.addr, header.as_bytes()),
+        b"HELLO"
+    );
+    // From anyone else: closed unanswered, however well formed the header.
+    assert_eq!(
+        exchange_from("127.0.0.3", server.addr, header.as_bytes()),
+        b""
+    );
+    assert!(
+        server.log.wait_for(
+            "not a trusted proxy (see --proxy-from)",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log.text()
+    );
+    let log = server.log.text();
+    let connected: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("connected"))
+        })
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(connected["peer"], "1.2.3.4:1111", "{connected}");
+    assert!(
+        connected["via"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("127.0.0.2:")),
+        "{connected}"
+    );
+    let warning = log
+        .lines()
+        .find(|l| l.contains("not a trusted proxy"))
+        .unwrap();
+    assert!(
+        warning.contains("\"level\":\"WARN\"") && warning.contains("127.0.0.3"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn without_proxy_from_a_public_listener_says_it_believes_every_header() {
+    let public = Server::start(&["--proxy-protocol", "-H", "0.0.0.0"]);
+    let loopback = Server::start(&["--proxy-protocol"]);
+    let _ = loopback.connect_echoing(b"");
+    assert!(
+        public
+            .log
+            .wait_for("believes every PROXY header", Duration::from_secs(10)),
+        "{}",
+        public.log.text()
+    );
+    assert!(
+        !loopback.log.text().contains("believes every"),
+        "{}",
+        loopback.log.text()
+    );
+}
+
+#[test]
+fn a_v1_header_cut_anywhere_by_the_network_is_still_accepted() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let header = format!("PROXY TCP4 1.2.3.4 127.0.0.1 1111 {}\r\n", server.port());
+    // Cut right after the source port (three of four headers failed there), and one byte at a
+    // time; the pause lets the server read each part on its own.
+    let source_port_end = header.find("1111 ").unwrap() + 5;
+    let cuts: Vec<Vec<usize>> = vec![vec![source_port_end], (1..header.len()).collect()];
+    for cut in cuts {
+        let mut stream = server.connect();
+        let mut from = 0;
+        for to in cut.into_iter().chain([header.len()]) {
+            stream.write_all(&header.as_bytes()[from..to]).unwrap();
+            from = to;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stream.write_all(b"hello").unwrap();
+        assert_eq!(read_upto(&mut stream, 5, Duration::from_secs(10)), b"HELLO");
+    }
+}
+
+#[cfg(unix)] // SIGTERM
+#[test]
+fn a_connection_cut_at_shutdown_while_sending_its_header_is_routine() {
+    let mut server = Server::start(&["--proxy-protocol", "--grace", "0.2"]);
+    let mut slow = server.connect();
+    slow.write_all(b"PROXY TCP4 ").unwrap();
+    assert!(server.stop());
+    assert!(
+        server
+            .wait(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    let log = server.log.text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("cut at shutdown"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("INFO"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+}
+
 /// `GET /` on `port`: the status code and the body.
 fn health(port: u16) -> (u16, String) {
     let response = health_raw(port, b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");

@@ -71,8 +71,27 @@ fn priority(level: Level) -> u8 {
 /// A record's key-value fields into a JSON object: numbers as numbers, the rest as text.
 struct Fields<'a>(&'a mut Map<String, Json>);
 
+/// Whether a field's value is absent (`None`).
+struct IsNull(bool);
+
+impl<'v> log::kv::VisitValue<'v> for IsNull {
+    fn visit_any(&mut self, _: Value) -> Result<(), log::kv::Error> {
+        Ok(())
+    }
+    fn visit_null(&mut self) -> Result<(), log::kv::Error> {
+        self.0 = true;
+        Ok(())
+    }
+}
+
 impl<'kvs> VisitSource<'kvs> for Fields<'_> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let mut null = IsNull(false);
+        let _ = value.visit(&mut null);
+        // An absent field (`via` without a proxy) is left out.
+        if null.0 {
+            return Ok(());
+        }
         let json = if let Some(n) = value.to_u64() {
             n.into()
         } else if let Some(n) = value.to_i64() {

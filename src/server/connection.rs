@@ -59,32 +59,15 @@ impl Connection {
         let started = Instant::now();
         let mut first = Vec::new();
         if settings.proxy_protocol {
-            match proxy::read_header(&self.stream, HEADER_TIMEOUT) {
-                Ok((origin, rest)) => {
-                    // A client that sent its own header (`client --send-proxy`) came through
-                    // no proxy.
-                    if let Origin::Client(client) = origin
-                        && client != self.peer
-                    {
-                        self.via = Some(self.peer);
-                        self.peer = client;
-                    }
-                    first = rest;
-                }
-                Err(why) => {
-                    self.shared.activity.opened();
-                    self.shared.activity.closed(0);
-                    let (id, peer) = (self.id, self.peer);
-                    self.shared.warnings.warn(|held_back| {
-                        format!("#{id} {peer}: closed without echoing anything: {why}{held_back}")
-                    });
-                    return;
-                }
+            match self.read_proxy_header() {
+                Ok(rest) => first = rest,
+                Err(why) => return self.refuse(&why),
             }
         }
         let (id, who) = (self.id, Who(self.peer, self.via));
+        let via = self.via.map(|v| v.to_string());
         if self.shared.activity.opened() {
-            info!(conn = id, peer:% = who; "#{id} {who}: connected");
+            info!(conn = id, peer:% = self.peer, via = via; "#{id} {who}: connected");
         }
         let result = self.echo(settings, &mut first);
         let (level, reason) = if self.shared.cutting.load(Ordering::SeqCst) {
@@ -105,8 +88,8 @@ impl Connection {
         let routine_logged = self.shared.activity.closed(echoed);
         match level {
             Level::Info if routine_logged => info!(
-                conn = id, peer:% = who, bytes = echoed, duration_us = took.as_micros() as u64,
-                reason:% = reason; "{}", line()
+                conn = id, peer:% = self.peer, via = via, bytes = echoed,
+                duration_us = took.as_micros() as u64, reason:% = reason; "{}", line()
             ),
             Level::Info => {}
             _ => self
@@ -114,6 +97,42 @@ impl Connection {
                 .warnings
                 .warn(|held_back| format!("{}{held_back}", line())),
         }
+    }
+
+    /// The PROXY header that must begin the connection, from a trusted proxy: the client it
+    /// names becomes the peer. Returns the bytes that came after it.
+    fn read_proxy_header(&mut self) -> Result<Vec<u8>, String> {
+        if !self.shared.trusts(self.peer.ip()) {
+            return Err("not a trusted proxy (see --proxy-from)".into());
+        }
+        let (origin, rest) =
+            proxy::read_header(&self.stream, HEADER_TIMEOUT).map_err(|e| e.to_string())?;
+        // A client that sent its own header (`client --send-proxy`) came through no proxy.
+        if let Origin::Client(client) = origin
+            && client != self.peer
+        {
+            self.via = Some(self.peer);
+            self.peer = client;
+        }
+        Ok(rest)
+    }
+
+    /// Closes a connection that sent no usable PROXY header: a warning, unless the server cut
+    /// it at shutdown while it was still sending one.
+    fn refuse(&self, why: &str) {
+        let shared = &self.shared;
+        shared.activity.opened();
+        let routine_logged = shared.activity.closed(0);
+        let (id, peer) = (self.id, self.peer);
+        if shared.cutting.load(Ordering::SeqCst) {
+            if routine_logged {
+                info!(conn = id, peer:% = peer; "#{id} {peer}: closed, cut at shutdown");
+            }
+            return;
+        }
+        shared.warnings.warn(|held_back| {
+            format!("#{id} {peer}: closed without echoing anything: {why}{held_back}")
+        });
     }
 
     /// The data path: socket → buffer → uppercase → socket, then our FIN after the peer's.

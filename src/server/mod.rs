@@ -10,13 +10,14 @@ mod stop;
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
 use log::{debug, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -50,6 +51,8 @@ pub struct Config {
     pub grace: Duration,
     /// Every connection begins with a PROXY protocol header (behind a load balancer).
     pub proxy_protocol: bool,
+    /// The addresses whose PROXY headers are believed; empty: every address.
+    pub proxy_from: Vec<IpNet>,
     /// Share the port with other servers (`SO_REUSEPORT`).
     pub reuse_port: bool,
     /// Serve an HTTP health check on this port of the same host.
@@ -111,6 +114,16 @@ pub fn run(config: Config) -> Result<()> {
         health::serve(health, &server.shared)?;
     }
 
+    let listening = server.local_addr();
+    if server.config.proxy_protocol
+        && server.config.proxy_from.is_empty()
+        && !listening.ip().is_loopback()
+    {
+        warn!(
+            "--proxy-protocol believes every PROXY header: any client that reaches {listening} \
+             can claim any address; name the balancers with --proxy-from CIDR"
+        );
+    }
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())
         .and_then(|()| stdout.flush())
@@ -153,6 +166,8 @@ struct Shared {
     activity: Activity,
     /// Connections that end in an unexpected error.
     warnings: RateLimit,
+    /// `--proxy-from`: who may send a PROXY header; empty: anyone.
+    proxy_from: Vec<IpNet>,
 }
 
 /// The open connections, so that shutdown can cut the ones still open after the grace period.
@@ -166,7 +181,7 @@ struct Registry {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(proxy_from: Vec<IpNet>) -> Shared {
         Shared {
             open: Mutex::default(),
             changed: Condvar::new(),
@@ -178,7 +193,13 @@ impl Shared {
             bytes: AtomicU64::new(0),
             activity: Activity::new(),
             warnings: RateLimit::default(),
+            proxy_from,
         }
+    }
+
+    /// Whether a PROXY header from `ip` is believed.
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.proxy_from.is_empty() || self.proxy_from.iter().any(|net| net.contains(&ip))
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -215,6 +236,7 @@ impl Shared {
 
 impl Server {
     pub fn bind(config: Config) -> Result<Server> {
+        let proxy_from = config.proxy_from.clone();
         let listener = match handed_over()? {
             Some(listener) => listener,
             None => {
@@ -253,7 +275,7 @@ impl Server {
             health,
             local_addr,
             config,
-            shared: Arc::new(Shared::new()),
+            shared: Arc::new(Shared::new(proxy_from)),
             waker: Arc::new(Waker::new().context("cannot set up the stop")?),
             workers: Workers::new(STACK_SIZE, THREAD_KEEP_ALIVE),
         })
