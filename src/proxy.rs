@@ -179,15 +179,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_local_header_is_the_proxy_s_own_connection() {
-        let local = Builder::with_addresses(
+    /// A version 2 `LOCAL` header: the proxy's own connection (a health check).
+    fn local_header() -> Vec<u8> {
+        Builder::with_addresses(
             Version::Two | Command::Local,
             Protocol::Unspecified,
             ppp::v2::Addresses::Unspecified,
         )
         .build()
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_local_header_is_the_proxy_s_own_connection() {
+        let local = local_header();
         assert_eq!(parse(&local).unwrap(), Some((Origin::Proxy, 16)));
         assert_eq!(
             parse(b"PROXY UNKNOWN\r\n").unwrap(),
@@ -195,8 +200,7 @@ mod tests {
         );
     }
 
-    /// Every header cut in two at every point, and trickled a byte at a time, is incomplete
-    /// until its last byte and then whole.
+    /// Every header cut at every point is incomplete until its last byte, then whole.
     #[test]
     fn a_header_cut_anywhere_is_incomplete_until_whole() {
         let (client, server) = addrs();
@@ -204,13 +208,7 @@ mod tests {
             "[2001:db8::5]:40000".parse().unwrap(),
             "[2001:db8::1]:1234".parse().unwrap(),
         );
-        let local = Builder::with_addresses(
-            Version::Two | Command::Local,
-            Protocol::Unspecified,
-            ppp::v2::Addresses::Unspecified,
-        )
-        .build()
-        .unwrap();
+        let local = local_header();
         let mut headers = vec![b"PROXY UNKNOWN\r\n".to_vec(), local];
         for version in [HeaderVersion::V1, HeaderVersion::V2] {
             headers.push(header(version, client, server).unwrap());
