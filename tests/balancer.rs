@@ -499,6 +499,67 @@ fn an_overlapping_restart_on_a_shared_port_stops_the_old_server_and_drops_no_cli
     );
 }
 
+/// `tcpdemo server` with `socket` handed over as systemd does it: fd 3, `LISTEN_FDS=1`, and
+/// `LISTEN_PID` the server's own.
+#[cfg(unix)]
+fn server_handed(socket: std::os::fd::RawFd) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" server", BIN])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; the descriptor stays open until the child exits.
+    unsafe {
+        command.pre_exec(move || match libc::dup2(socket, 3) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        })
+    };
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        // It used to announce itself and log "accept failed" every second, forever.
+        assert!(started.elapsed() < Duration::from_secs(10), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_handed_over_socket_that_is_not_listening_is_one_error_at_start_up() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connected = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let unlistening =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    for (socket, says) in [
+        (
+            connected.as_raw_fd(),
+            "is a TCP connection (from 127.0.0.1:",
+        ),
+        (
+            unlistening.as_raw_fd(),
+            "is a TCP socket that is not listening",
+        ),
+    ] {
+        let output = server_handed(socket);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains("Accept=no"),
+            "{stderr}"
+        );
+    }
+}
+
 #[cfg(target_os = "linux")] // systemd
 #[test]
 fn systemd_socket_activate_hands_over_the_listening_socket() {

@@ -93,6 +93,12 @@ pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<
     system::wait_for_connection(listener, &waker.0)
 }
 
+/// Whether a socket is listening for connections (`SO_ACCEPTCONN`); `None` where the system
+/// does not say.
+pub fn is_listening(listener: &TcpListener) -> Option<bool> {
+    system::is_listening(listener)
+}
+
 /// Whether a socket accepted from a non-blocking listener is non-blocking too (BSD, macOS and
 /// Windows; not Linux), and so must be made blocking for its thread.
 pub const ACCEPTED_INHERITS_NONBLOCKING: bool = !cfg!(target_os = "linux");

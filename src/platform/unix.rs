@@ -219,3 +219,19 @@ pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<
     }
     Ok(())
 }
+
+pub fn is_listening(listener: &TcpListener) -> Option<bool> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`, on a socket we hold.
+    let status = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (status == 0).then_some(value != 0)
+}

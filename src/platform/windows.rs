@@ -157,3 +157,8 @@ pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<
     }
     Ok(())
 }
+
+/// Windows has no socket activation to hand over a socket that is not listening.
+pub fn is_listening(_listener: &TcpListener) -> Option<bool> {
+    None
+}

@@ -16,10 +16,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
 use log::{debug, info, warn};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::addr;
 use crate::platform::{self, ServiceState, Waker};
@@ -426,19 +426,25 @@ impl Server {
 }
 
 /// The listening socket a service manager handed over (systemd's socket activation:
-/// `LISTEN_FDS` and `LISTEN_PID` name it), if any.
+/// `LISTEN_FDS` and `LISTEN_PID` name it), if any. Anything else than a listening TCP socket is
+/// an error: accepting on it would fail forever.
 fn handed_over() -> Result<Option<TcpListener>> {
+    const WHAT: &str = "the socket the service manager handed over";
     let listener = listenfd::ListenFd::from_env()
         .take_tcp_listener(0)
-        .context("cannot use the listening socket the service manager handed over")?;
-    if let Some(listener) = &listener {
-        // systemd hands over blocking sockets, but nothing says every manager does.
-        listener
-            .set_nonblocking(false)
-            .context("cannot use the listening socket the service manager handed over")?;
-        info!("using the listening socket the service manager handed over");
+        .with_context(|| format!("cannot use {WHAT}: tcpdemo needs a listening TCP socket"))?;
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let needed = "tcpdemo needs a listening TCP socket (systemd: ListenStream= with Accept=no)";
+    if let Ok(Some(peer)) = SockRef::from(&listener).peer_addr().map(|a| a.as_socket()) {
+        bail!("{WHAT} is a TCP connection (from {peer}), not a listening socket: {needed}");
     }
-    Ok(listener)
+    if platform::is_listening(&listener) == Some(false) {
+        bail!("{WHAT} is a TCP socket that is not listening: {needed}");
+    }
+    info!("using the listening socket the service manager handed over");
+    Ok(Some(listener))
 }
 
 /// The listening socket. `backlog` `None` asks for the longest queue the system allows; every
