@@ -134,15 +134,40 @@ pub fn parse() -> Cli {
     let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(message) = netcat_mistake(&cli) {
-        command()
-            .error(clap::error::ErrorKind::ArgumentConflict, message)
-            .exit();
+        usage_error(subcommand_name(&cli.command), &message);
     }
     cli
 }
 
+/// Exits with 2 and `message`, followed by the usage of `subcommand` (as clap's own errors).
+pub fn usage_error(subcommand: &str, message: &str) -> ! {
+    let mut command = command();
+    command.build();
+    let mut command = command
+        .find_subcommand_mut(subcommand)
+        .map_or_else(self::command, |sub| sub.clone());
+    command
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
+fn subcommand_name(command: &Command) -> &'static str {
+    match command {
+        Command::Server(_) => "server",
+        Command::Client(_) => "client",
+        Command::Bench(_) => "bench",
+        Command::Completions { .. } => "completions",
+        Command::Man => "man",
+    }
+}
+
 /// Netcat habits that mean something else here, with what to use instead.
 fn netcat_mistake(cli: &Cli) -> Option<String> {
+    if let Command::Server(args) = &cli.command {
+        return args.listen.then(|| {
+            "-l: tcpdemo server always listens (and keeps listening): drop -l".to_string()
+        });
+    }
     let Command::Client(args) = &cli.command else {
         return None;
     };
@@ -211,6 +236,10 @@ pub enum Command {
 pub struct ServerArgs {
     #[command(flatten)]
     pub log: ServerLog,
+
+    /// netcat's listen flag: the server always listens
+    #[arg(short = 'l', hide = true)]
+    pub listen: bool,
 
     /// Address to listen on: an IP or a name; '::' also accepts IPv4 where the system allows
     #[arg(short = 'H', long, default_value = "127.0.0.1", value_parser = host)]

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::error::ErrorKind;
 use log::{LevelFilter, warn};
 
 use tcpdemo::addr::Family;
@@ -23,6 +22,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tcpdemo::output::end_line_before_error();
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -73,12 +73,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             if args.rate.is_some() && args.mode == BenchMode::Stream {
-                cli::command()
-                    .error(
-                        ErrorKind::ArgumentConflict,
-                        "--rate paces requests or connections: use it with --mode rr or connect",
-                    )
-                    .exit();
+                cli::usage_error(
+                    "bench",
+                    "--rate paces requests or connections: use it with --mode rr or connect",
+                );
             }
             bench::run(bench::Options::from(args))
         }

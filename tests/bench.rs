@@ -213,7 +213,8 @@ fn no_server_is_one_clear_error() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         format!(
-            "error: cannot connect to 127.0.0.1:{port}: {}\n",
+            "error: cannot connect to 127.0.0.1:{port}: {}: is tcpdemo server running there? \
+             (tcpdemo server --port {port})\n",
             refused_text()
         )
     );

@@ -228,7 +228,14 @@ fn netcat_flags_that_mean_something_else_say_what_to_use() {
         .args(["client", "-l", "-p", "1234"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("tcpdemo server"));
+        .stderr(predicate::str::contains("tcpdemo server"))
+        .stderr(predicate::str::contains("Usage: tcpdemo client [OPTIONS]"));
+    tcpdemo_cmd()
+        .args(["server", "-l", "-p", "1234"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("tcpdemo server always listens"))
+        .stderr(predicate::str::contains("Usage: tcpdemo server [OPTIONS]"));
     tcpdemo_cmd()
         .args(["client", "-k"])
         .assert()
@@ -238,7 +245,8 @@ fn netcat_flags_that_mean_something_else_say_what_to_use() {
         .args(["client", "-q", "1"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("quiet"));
+        .stderr(predicate::str::contains("quiet"))
+        .stderr(predicate::str::contains("Usage: tcpdemo client [OPTIONS]"));
 }
 
 #[test]

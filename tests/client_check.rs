@@ -210,7 +210,7 @@ fn a_server_stopped_mid_transfer_is_exit_1() {
     let stderr = stderr(&output);
     assert!(
         stderr.starts_with("error: the server closed the connection after ")
-            || stderr.starts_with("error: connection reset by the server"),
+            || stderr.starts_with("error: the server reset the connection after "),
         "{stderr}"
     );
 }
@@ -248,4 +248,37 @@ fn timeout_bounds_a_write_the_server_never_reads() {
     feeder.join().unwrap();
     drop(done);
     server.join().unwrap();
+}
+
+/// At a terminal, an error after a reply that does not end its line starts a line of its own
+/// (it used to run on: `helloerror: …`); in a pipe, stdout stays byte-exact.
+#[cfg(target_os = "linux")] // script(1) gives the client a terminal
+#[test]
+fn at_a_terminal_an_error_starts_on_a_line_of_its_own() {
+    let plain_echo = |mut stream: TcpStream| {
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).unwrap();
+        stream.write_all(&buf).unwrap();
+    };
+    let (port, server) = misbehaving(plain_echo);
+    let command = format!("{BIN} client -H 127.0.0.1 -p {port} hello");
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => return cannot_run_here(&format!("cannot run script(1): {e}")),
+    };
+    server.join().unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("hello\r\nerror: the reply differs from the echo at byte 0"),
+        "{screen:?}"
+    );
+    // In a pipe: the reply as it came, nothing added.
+    let (port, server) = misbehaving(plain_echo);
+    let piped = client(&port, &["hello"], None);
+    server.join().unwrap();
+    assert_eq!(piped.stdout, b"hello");
 }

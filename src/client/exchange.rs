@@ -97,7 +97,16 @@ pub fn exchange<R: Read + Send + 'static>(
         thousands(check.confirmed()),
         started.elapsed().as_secs_f64() * 1e3
     );
-    sending.outcome(received)
+    sending.outcome(received, &check)
+}
+
+/// The server reset the connection: where, in the reply.
+fn reset(check: &ReplyCheck) -> anyhow::Error {
+    anyhow!(
+        "the server reset the connection after {} of {} bytes",
+        thousands(check.confirmed()),
+        thousands(check.sent())
+    )
 }
 
 /// Copies the server's reply to `output`, checked, until the server closes.
@@ -142,9 +151,7 @@ fn receive(
                     .set_read_timeout(Some(limit - waited))
                     .context("cannot set the reply timeout")?;
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                return Err(e).context("connection reset by the server");
-            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err(reset(check)),
             Err(e) => return Err(e).context("cannot read from the server"),
         }
     }
@@ -258,7 +265,7 @@ impl Sending {
     }
 
     /// The exchange's result, once the receiver is done, with what the sender saw.
-    fn outcome(&self, received: Result<bool>) -> Result<bool> {
+    fn outcome(&self, received: Result<bool>, check: &ReplyCheck) -> Result<bool> {
         // A write under way on a connection the server closed ends at once, with or without an
         // error; the bound only keeps a server that half-closed but stopped reading from
         // holding us here.
@@ -288,7 +295,7 @@ impl Sending {
         }
         match (received, state.reset.take()) {
             (Ok(false), _) => Ok(false),
-            (_, Some(e)) => Err(e).context("connection reset by the server"),
+            (_, Some(_)) => Err(reset(check)),
             (received, None) => received,
         }
     }

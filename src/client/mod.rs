@@ -82,7 +82,9 @@ pub fn connect(
     let shown = addr::show(host, port);
     let addrs = addr::resolve_only(host, port, family)?;
     let mut last_error = None;
+    let mut tried = Vec::new();
     for addr in addrs {
+        tried.push(addr.to_string());
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => {
                 info!("connected to {addr}");
@@ -98,8 +100,18 @@ pub fn connect(
             }
         }
     }
+    // A name that stands for several addresses says which were tried.
+    let tried = match tried.as_slice() {
+        [one] if *one == shown => String::new(),
+        all => format!(" ({})", all.join(", ")),
+    };
     match last_error {
-        Some(e) => Err(e).with_context(|| format!("cannot connect to {shown}")),
+        // The commonest mistake of all: no server there yet.
+        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(anyhow!(
+            "cannot connect to {shown}{tried}: {e}: is tcpdemo server running there? (tcpdemo \
+             server --port {port})"
+        )),
+        Some(e) => Err(e).with_context(|| format!("cannot connect to {shown}{tried}")),
         None => Err(anyhow!("cannot connect to {shown}: no addresses")),
     }
 }

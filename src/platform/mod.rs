@@ -93,6 +93,12 @@ pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<
     system::wait_for_connection(listener, &waker.0)
 }
 
+/// Whether stdout and stderr are one terminal, where their lines mix.
+pub fn stdout_and_stderr_share_a_terminal() -> bool {
+    use std::io::IsTerminal;
+    io::stdout().is_terminal() && io::stderr().is_terminal() && system::same_file_as_stderr()
+}
+
 /// Whether a socket is listening for connections (`SO_ACCEPTCONN`); `None` where the system
 /// does not say.
 pub fn is_listening(listener: &TcpListener) -> Option<bool> {

@@ -235,3 +235,22 @@ pub fn is_listening(listener: &TcpListener) -> Option<bool> {
     };
     (status == 0).then_some(value != 0)
 }
+
+/// Whether stdout and stderr are the same file (device and inode).
+pub fn same_file_as_stderr() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(File::from)
+            .and_then(|f| f.metadata())
+    };
+    match (
+        metadata(io::stdout().as_fd()),
+        metadata(io::stderr().as_fd()),
+    ) {
+        (Ok(out), Ok(err)) => {
+            (out.dev(), out.ino(), out.rdev()) == (err.dev(), err.ino(), err.rdev())
+        }
+        _ => false,
+    }
+}

@@ -162,3 +162,8 @@ pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<
 pub fn is_listening(_listener: &TcpListener) -> Option<bool> {
     None
 }
+
+/// Both are consoles: a process has one console.
+pub fn same_file_as_stderr() -> bool {
+    true
+}

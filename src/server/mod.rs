@@ -248,8 +248,15 @@ impl Server {
                     Some(n) => debug!("listen queue: {n} connections"),
                     None => debug!("listen queue: the system's maximum"),
                 }
-                listen(addr, backlog, config.reuse_port)
-                    .with_context(|| format!("cannot listen on {addr}"))?
+                listen(addr, backlog, config.reuse_port).map_err(|e| {
+                    let hint = match e.kind() {
+                        ErrorKind::AddrInUse => {
+                            ": another program has that port (--port 0 picks a free one)"
+                        }
+                        _ => "",
+                    };
+                    anyhow!("cannot listen on {addr}: {e}{hint}")
+                })?
             }
         };
         let local_addr = listener
