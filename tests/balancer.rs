@@ -422,7 +422,11 @@ fn two_reuse_port_servers_share_a_port_and_both_serve() {
 #[cfg(target_os = "linux")]
 /// Clients one after another, each a whole exchange, until `stop`; returns how many went well
 /// and the failures.
-fn client_loop(addr: SocketAddr, stop: &std::sync::atomic::AtomicBool) -> (u64, Vec<String>) {
+fn client_loop(
+    addr: SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+    done: &std::sync::atomic::AtomicU64,
+) -> (u64, Vec<String>) {
     let (mut ok, mut failed) = (0, Vec::new());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let result = (|| -> std::io::Result<Vec<u8>> {
@@ -434,6 +438,7 @@ fn client_loop(addr: SocketAddr, stop: &std::sync::atomic::AtomicBool) -> (u64, 
             stream.read_to_end(&mut reply)?;
             Ok(reply)
         })();
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(reply) if reply == b"HELLO" => ok += 1,
             Ok(reply) => failed.push(format!("reply {:?}", String::from_utf8_lossy(&reply))),
@@ -458,9 +463,10 @@ fn an_overlapping_restart_on_a_shared_port_stops_the_old_server_and_drops_no_cli
     let stays = Server::start(&["--reuse-port"]);
     let port = stays.port_arg();
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicU64::new(0);
     let mut logs = Vec::new();
     std::thread::scope(|scope| {
-        let clients = scope.spawn(|| client_loop(stays.addr, &stop));
+        let clients = scope.spawn(|| client_loop(stays.addr, &stop, &done));
         for round in 0..5 {
             let mut command = tcpdemo();
             command.args(["server", "--reuse-port", "--grace", "1", "--port", &port]);
@@ -471,6 +477,13 @@ fn an_overlapping_restart_on_a_shared_port_stops_the_old_server_and_drops_no_cli
                 "round {round}: the second server served nothing:\n{}",
                 old.log.text()
             );
+            // Clients keep coming while it stops: at least 30 exchanges a round.
+            let target = done.load(std::sync::atomic::Ordering::Relaxed) + 30;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while done.load(std::sync::atomic::Ordering::Relaxed) < target {
+                assert!(Instant::now() < deadline, "the client loop is stuck");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             assert!(old.stop());
             let stopped = Instant::now();
             let status = old.wait(Duration::from_secs(10));
