@@ -500,9 +500,10 @@ fn an_overlapping_restart_on_a_shared_port_stops_the_old_server_and_drops_no_cli
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (ok, failed) = clients.join().unwrap();
         assert!(ok > 100, "{ok} exchanges");
-        // The old stop failed 2 to 4 clients a run here. One reset in about 1,900 exchanges
-        // remains, whose cause is not found yet: neither stopped server logged a cut or a
-        // failure (see the note on the robustness issue).
+        // The old stop failed 2 to 4 clients a run here. Under `stress-ng --cpu 2`, about one
+        // run in 25 still sees one reset (1 in about 12,000 exchanges) that no tcpdemo process
+        // logged: the namespace's counters then read TcpOutRsts 1 beside TCPMigrateReqSuccess
+        // 1, a reset from the kernel's hand-over itself. One is allowed; two is a failure.
         assert!(
             failed.len() <= 1,
             "{} of {} failed: {failed:?}\nthe stopped servers' logs:\n{}",
