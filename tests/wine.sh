@@ -23,7 +23,13 @@ export WINEPREFIX=${WINEPREFIX:-$PWD/target/wine}
 export WINEDEBUG=${WINEDEBUG:--all}
 if [ ! -f "$WINEPREFIX/system.reg" ]; then
     echo "creating the Wine prefix $WINEPREFIX" >&2
-    wineboot --init >/dev/null 2>&1
+    # wineboot makes the prefix but not its parent (target/ on a fresh clone).
+    mkdir -p "$(dirname "$WINEPREFIX")"
+    if ! log=$(wineboot --init 2>&1); then
+        echo "wineboot could not create the Wine prefix $WINEPREFIX:" >&2
+        echo "$log" >&2
+        exit 1
+    fi
 fi
 
 # Rust's std (1.78 and later) imports ProcessPrng from bcryptprimitives.dll, which Debian 12's

@@ -99,6 +99,12 @@ pub fn stdout_and_stderr_share_a_terminal() -> bool {
     io::stdout().is_terminal() && io::stderr().is_terminal() && system::same_file_as_stderr()
 }
 
+/// The socket a service manager handed over (systemd's socket activation: `LISTEN_FDS` and
+/// `LISTEN_PID` name it), if any and if it is a TCP socket; Windows has no such thing.
+pub fn handed_over_socket() -> io::Result<Option<TcpListener>> {
+    system::handed_over_socket()
+}
+
 /// Whether a socket is listening for connections (`SO_ACCEPTCONN`); `None` where the system
 /// does not say.
 pub fn is_listening(listener: &TcpListener) -> Option<bool> {

@@ -254,3 +254,22 @@ pub fn same_file_as_stderr() -> bool {
         _ => false,
     }
 }
+
+pub fn handed_over_socket() -> io::Result<Option<TcpListener>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Some(fd) = sd_notify::listen_fds()?.next() else {
+        return Ok(None);
+    };
+    // SAFETY: the service manager passed this descriptor to us alone; nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = socket2::Socket::from(owned);
+    let is_tcp = socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
+        && socket.local_addr().is_ok_and(|a| a.as_socket().is_some());
+    if !is_tcp {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a TCP socket"),
+        ));
+    }
+    Ok(Some(socket.into()))
+}

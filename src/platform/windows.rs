@@ -167,3 +167,8 @@ pub fn is_listening(_listener: &TcpListener) -> Option<bool> {
 pub fn same_file_as_stderr() -> bool {
     true
 }
+
+/// Windows has no socket activation.
+pub fn handed_over_socket() -> io::Result<Option<TcpListener>> {
+    Ok(None)
+}

@@ -437,9 +437,7 @@ impl Server {
 /// an error: accepting on it would fail forever.
 fn handed_over() -> Result<Option<TcpListener>> {
     const WHAT: &str = "the socket the service manager handed over";
-    let listener = listenfd::ListenFd::from_env()
-        .take_tcp_listener(0)
-        .with_context(|| format!("cannot use {WHAT}: tcpdemo needs a listening TCP socket"))?;
+    let listener = platform::handed_over_socket().with_context(|| format!("cannot use {WHAT}: tcpdemo needs a listening TCP socket"))?;
     let Some(listener) = listener else {
         return Ok(None);
     };
