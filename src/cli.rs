@@ -310,7 +310,7 @@ pub struct ClientArgs {
     #[arg(short, long, default_value_t = 1234, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
-    /// Bound each connect attempt, each write the server does not take in, and, once all input is sent, each wait for the reply (netcat: -w) [default: connect 10s, others none]
+    /// Bound each connect attempt, each write the server does not take in, and, once all input is sent, each wait for the reply; -w SECS is the same, as in netcat [default: connect 10s, others none]
     #[arg(short, long, visible_short_alias = 'w', value_name = "SECS", value_parser = positive_secs)]
     pub timeout: Option<Duration>,
 

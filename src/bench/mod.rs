@@ -167,10 +167,10 @@ pub fn measure(
         .context("cannot read the server's address")?;
     drop(probe);
     log::info!(
-        "measuring {addr}: {} mode, {} connection{}, {:?}{}",
+        "measuring {addr}: {} mode, {} {}, {:?}{}",
         report::mode_name(options.mode),
         options.connections,
-        if options.connections == 1 { "" } else { "s" },
+        report::connections_name(options.mode, options.connections),
         options.duration,
         options
             .rate

@@ -209,13 +209,13 @@ impl Report {
 
     pub fn to_table(&self, options: &Options) -> String {
         let mut out = format!(
-            "{} against {}:{}: {} connection{}, {} bytes, {:.1}s",
+            "{} against {}:{}: {} {}, {} bytes, {:.1}s",
             mode_name(options.mode),
             options.host,
             options.port,
-            options.connections,
-            if options.connections == 1 { "" } else { "s" },
-            options.size,
+            thousands(u64::from(options.connections)),
+            connections_name(options.mode, options.connections),
+            thousands(options.size as u64),
             self.elapsed.as_secs_f64()
         );
         if let Some(pace) = self.pace {
@@ -295,6 +295,17 @@ pub fn micros(us: f64) -> String {
         format!("{us:.0}us")
     } else {
         format!("{:.2}ms", us / 1000.0)
+    }
+}
+
+/// What `-c` counts in `mode`: connections held open (rr, stream), or workers that each open
+/// a connection per request (connect).
+pub fn connections_name(mode: BenchMode, n: u32) -> &'static str {
+    match (mode, n) {
+        (BenchMode::Connect, 1) => "worker",
+        (BenchMode::Connect, _) => "workers",
+        (_, 1) => "connection",
+        _ => "connections",
     }
 }
 

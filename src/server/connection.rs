@@ -10,6 +10,7 @@ use log::{Level, debug, info};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::Shared;
+use crate::numbers::thousands;
 use crate::proxy::{self, Origin};
 use crate::stall;
 use crate::transform::{self, EchoError};
@@ -80,7 +81,8 @@ impl Connection {
         // only for a line that is written: most are not, at high connection rates or with -q.
         let line = || {
             format!(
-                "#{id} {who}: closed, {echoed} bytes echoed in {:.3} ms, {reason}",
+                "#{id} {who}: closed, {} bytes echoed in {:.3} ms, {reason}",
+                thousands(echoed),
                 took.as_secs_f64() * 1e3
             )
         };

@@ -22,6 +22,7 @@ use log::{debug, info, warn};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::addr;
+use crate::numbers::thousands;
 use crate::platform::{self, ServiceState, Waker};
 use crate::workers::{Job, Workers};
 use activity::{Activity, RateLimit, WARN_INTERVAL};
@@ -134,7 +135,9 @@ pub fn run(config: Config) -> Result<()> {
     let summary = server.run();
     info!(
         "shutdown: connections served: {}, bytes echoed: {}, cut at shutdown: {}",
-        summary.served, summary.bytes, summary.cut
+        thousands(summary.served),
+        thousands(summary.bytes),
+        thousands(summary.cut)
     );
     Ok(())
 }
@@ -437,7 +440,8 @@ impl Server {
 /// an error: accepting on it would fail forever.
 fn handed_over() -> Result<Option<TcpListener>> {
     const WHAT: &str = "the socket the service manager handed over";
-    let listener = platform::handed_over_socket().with_context(|| format!("cannot use {WHAT}: tcpdemo needs a listening TCP socket"))?;
+    let listener = platform::handed_over_socket()
+        .with_context(|| format!("cannot use {WHAT}: tcpdemo needs a listening TCP socket"))?;
     let Some(listener) = listener else {
         return Ok(None);
     };
