@@ -130,8 +130,11 @@ mod tests {
                 .map_err(|(e, _)| e)
                 .unwrap();
             // Wait for the job, then for its thread to be idle again, before the next one.
-            rx.recv().unwrap();
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the job ran");
+            let deadline = Instant::now() + Duration::from_secs(10);
             while workers.shared.lock().idle == 0 {
+                assert!(Instant::now() < deadline, "the thread never came back idle");
                 thread::yield_now();
             }
         }

@@ -167,8 +167,7 @@ fn fifty_concurrent_clients_each_get_their_own_reply() {
 #[test]
 fn ipv6_loopback_works_and_is_shown_in_brackets() {
     if TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: ::1 cannot be bound on this machine");
-        return;
+        return cannot_run_here("::1 cannot be bound on this machine");
     }
     let server = Server::start(&["--host", "::1"]);
     assert_eq!(server.addr.ip().to_string(), "::1");
@@ -189,13 +188,11 @@ fn ipv6_loopback_works_and_is_shown_in_brackets() {
 #[test]
 fn dual_stack_server_shows_ipv4_peers_plainly() {
     if TcpListener::bind("[::]:0").is_err() {
-        eprintln!("skipped: :: cannot be bound on this machine");
-        return;
+        return cannot_run_here(":: cannot be bound on this machine");
     }
     let server = Server::start(&["--host", "::"]);
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", server.port())) else {
-        eprintln!("skipped: this system keeps IPv6 sockets IPv6-only");
-        return;
+        return cannot_run_here("this system keeps IPv6 sockets IPv6-only");
     };
     stream.write_all(b"v4").unwrap();
     assert_eq!(read_upto(&mut stream, 2, Duration::from_secs(10)), b"V4");
@@ -538,8 +535,7 @@ fn reset_by_the_server_exits_1_with_one_line() {
         // Wine closes a socket with unread input and SO_LINGER 0 without a reset, so this
         // server (a Windows program there) cannot make one. The Windows client itself reports
         // a reset from a Linux server as it should (checked by hand; see tests/wine.sh).
-        eprintln!("skipped: Wine's server side sends no reset");
-        return;
+        return cannot_run_here("Wine's server side sends no reset");
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();

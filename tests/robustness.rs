@@ -490,8 +490,9 @@ fn the_listen_queue_is_as_long_as_the_system_allows() {
     // The old default was 1,024: more than that must wait in the queue.
     let waiting = 1500;
     if somaxconn < waiting + 1 {
-        eprintln!("skipped: net.core.somaxconn is {somaxconn}, below the {waiting} tried here");
-        return;
+        return cannot_run_here(&format!(
+            "net.core.somaxconn is {somaxconn}, below the {waiting} tried here"
+        ));
     }
     let server = Server::start(&["--max-connections", "1", "-q"]);
     let _served = server.connect_echoing(b"only one");
@@ -516,7 +517,7 @@ fn server_with_thread_limit(tasks: u64, args: &[&str]) -> Option<Server> {
     use std::os::unix::process::CommandExt;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: limiting another user's threads needs root");
+        cannot_run_here("limiting another user's threads needs root");
         return None;
     }
     // A copy that `nobody` may run, whatever the permissions of the build directory.

@@ -246,13 +246,14 @@ impl Server {
 
     /// Asks the server to stop as a person would: SIGTERM on Unix, Ctrl-Break on Windows.
     /// False, with the reason printed, where this test run cannot (Wine without a console
-    /// refuses console events): the test then has nothing to check.
+    /// refuses console events): the test then has nothing to check, which under CI is a
+    /// failure.
     #[must_use]
     pub fn stop(&self) -> bool {
         match sys::request_stop(self.pid()) {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("skipped: cannot ask the server to stop here: {e}");
+                cannot_run_here(&format!("cannot ask the server to stop here: {e}"));
                 false
             }
         }
