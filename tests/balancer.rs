@@ -529,11 +529,19 @@ fn server_handed(socket: std::os::fd::RawFd) -> std::process::Output {
         .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" server", BIN])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
-    // SAFETY: dup2 is async-signal-safe; the descriptor stays open until the child exits.
+    // SAFETY: dup2 and fcntl are async-signal-safe; the descriptor stays open until the child
+    // exits. A socket that is already descriptor 3 only needs to survive exec: dup2 onto
+    // itself would leave its close-on-exec flag set.
     unsafe {
-        command.pre_exec(move || match libc::dup2(socket, 3) {
-            -1 => Err(std::io::Error::last_os_error()),
-            _ => Ok(()),
+        command.pre_exec(move || {
+            let status = match socket {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(socket, 3),
+            };
+            match status {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
         })
     };
     let mut child = command
