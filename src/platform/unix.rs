@@ -260,7 +260,15 @@ pub fn handed_over_socket() -> io::Result<Option<TcpListener>> {
     let Some(fd) = sd_notify::listen_fds()?.next() else {
         return Ok(None);
     };
-    // SAFETY: the service manager passed this descriptor to us alone; nothing else owns it.
+    // SAFETY: fcntl only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: the service manager passed this open descriptor to us alone; nothing else owns
+    // it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let socket = socket2::Socket::from(owned);
     let is_tcp = socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
