@@ -16,12 +16,12 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
     after_help = "Examples:\n  tcpdemo server --port 1234\n  tcpdemo client \"Hello, Server!\"\n  producer | tcpdemo client > out\n  tcpdemo bench --mode rr --connections 50"
 )]
 pub struct Cli {
-    /// More log output, as after the subcommand (see its --help)
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    /// More log output, anywhere on the line: the server logs every connection's lines at any rate, and health checks; the client and bench say what they do (the address, bytes, time). -vv more. RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 900)]
     pub verbose: u8,
 
-    /// Less log output, as after the subcommand (see its --help)
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    /// Less log output: -q warnings and errors only (the client and bench: errors only), -qq errors only. An error still ends a run with one line
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 901)]
     pub quiet: u8,
 
     /// How log lines look: text for people, json (one object per line) for jq and log pipelines
@@ -40,52 +40,10 @@ pub enum LogFormat {
 }
 
 impl Cli {
-    /// -v minus -q, before and after the subcommand together.
+    /// -v minus -q.
     pub fn verbosity(&self) -> i16 {
-        let (v, q) = match &self.command {
-            Command::Server(a) => (a.log.verbose, a.log.quiet),
-            Command::Client(a) => (a.log.verbose, a.log.quiet),
-            Command::Bench(a) => (a.log.verbose, a.log.quiet),
-            Command::Completions { .. } | Command::Man => (0, 0),
-        };
-        i16::from(self.verbose) + i16::from(v) - i16::from(self.quiet) - i16::from(q)
+        i16::from(self.verbose) - i16::from(self.quiet)
     }
-}
-
-/// The server's -v and -q: it reports every connection.
-#[derive(Debug, Args)]
-pub struct ServerLog {
-    /// More log output: -v debug (every connection's lines at any rate, health checks), -vv trace; RUST_LOG overrides
-    #[arg(short, long, action = clap::ArgAction::Count, display_order = 900)]
-    pub verbose: u8,
-
-    /// Less log output: -q warnings and errors only, -qq errors only; RUST_LOG overrides
-    #[arg(short, long, action = clap::ArgAction::Count, display_order = 901)]
-    pub quiet: u8,
-}
-
-/// The client's -v and -q: it speaks only of trouble unless asked.
-#[derive(Debug, Args)]
-pub struct ClientLog {
-    /// Say what happens, as nc -v does: the address connected to, then bytes sent and received and the time (-vv more)
-    #[arg(short, long, action = clap::ArgAction::Count, display_order = 900)]
-    pub verbose: u8,
-
-    /// Less output: -q hides warnings (an error still ends it with one line)
-    #[arg(short, long, action = clap::ArgAction::Count, display_order = 901)]
-    pub quiet: u8,
-}
-
-/// bench's -v and -q.
-#[derive(Debug, Args)]
-pub struct BenchLog {
-    /// Say what happens: the address measured and how (-vv more)
-    #[arg(short, long, action = clap::ArgAction::Count, display_order = 900)]
-    pub verbose: u8,
-
-    /// Less output: -q hides warnings (an error still ends it with one line)
-    #[arg(short, long, action = clap::ArgAction::Count, display_order = 901)]
-    pub quiet: u8,
 }
 
 /// The one CLI definition: parsing, completions and the man page all come from it.
@@ -131,9 +89,10 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
 
 /// Parses the command line (exiting with 2 on a usage error, as clap does).
 pub fn parse() -> Cli {
-    let matches = command().get_matches();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let matches = command().get_matches_from(&args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Some(message) = netcat_mistake(&cli) {
+    if let Some(message) = netcat_mistake(&cli, &args) {
         usage_error(subcommand_name(&cli.command), &message);
     }
     cli
@@ -162,28 +121,28 @@ fn subcommand_name(command: &Command) -> &'static str {
 }
 
 /// Netcat habits that mean something else here, with what to use instead.
-fn netcat_mistake(cli: &Cli) -> Option<String> {
-    if let Command::Server(args) = &cli.command {
-        return args.listen.then(|| {
+fn netcat_mistake(cli: &Cli, args: &[OsString]) -> Option<String> {
+    if let Command::Server(server) = &cli.command {
+        return server.listen.then(|| {
             "-l: tcpdemo server always listens (and keeps listening): drop -l".to_string()
         });
     }
-    let Command::Client(args) = &cli.command else {
+    let Command::Client(client) = &cli.command else {
         return None;
     };
-    if args.listen {
+    if client.listen {
         return Some(
             "-l: tcpdemo listens with its own subcommand: tcpdemo server --port PORT".into(),
         );
     }
-    if args.keep_listening {
+    if client.keep_listening {
         return Some("-k: tcpdemo server keeps accepting connections by itself".into());
     }
     // netcat's `-q SECS` (quit after EOF): here -q is "quiet", and SECS would become the message.
-    if args.log.quiet > 0
-        && let [first, ..] = args.message.as_slice()
+    // Read from the words as typed: after `--`, a number is meant as the message.
+    if let [first, ..] = client.message.as_slice()
         && first.to_str().is_some_and(|w| w.parse::<u32>().is_ok())
-        && std::env::args_os().any(|a| a == "-q")
+        && args.windows(2).any(|w| w[0] == "-q" && w[1] == *first)
     {
         return Some(
             "-q here is quiet, not netcat's -q SECS: the client ends by itself once the reply is \
@@ -234,9 +193,6 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    #[command(flatten)]
-    pub log: ServerLog,
-
     /// netcat's listen flag: the server always listens
     #[arg(short = 'l', hide = true)]
     pub listen: bool,
@@ -299,9 +255,6 @@ pub enum ProxyVersion {
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    #[command(flatten)]
-    pub log: ClientLog,
-
     /// Server to connect to: an IP or a name (every address it resolves to is tried)
     #[arg(short = 'H', long, default_value = "localhost", value_parser = host)]
     pub host: String,
@@ -363,9 +316,6 @@ pub enum BenchMode {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[command(flatten)]
-    pub log: BenchLog,
-
     /// Server to measure
     #[arg(short = 'H', long, default_value = "localhost", value_parser = host)]
     pub host: String,

@@ -105,7 +105,7 @@ fn help_lists_each_subcommand_s_own_flags_before_the_shared_ones() {
         .unwrap()
         .stdout;
     let help = String::from_utf8(help).unwrap();
-    assert!(help.contains("the address connected to"), "{help}");
+    assert!(help.contains("say what they do"), "{help}");
 }
 
 #[test]
@@ -245,6 +245,11 @@ fn netcat_flags_that_mean_something_else_say_what_to_use() {
         .code(2)
         .stderr(predicate::str::contains("quiet"))
         .stderr(predicate::str::contains("Usage: tcpdemo client [OPTIONS]"));
+    // After `--`, as the hint says, the number is the message.
+    tcpdemo_cmd()
+        .args(["client", "-p", &closed_port().to_string(), "-q", "--", "1"])
+        .assert()
+        .code(1);
 }
 
 #[test]
