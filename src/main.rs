@@ -8,6 +8,7 @@ use log::{LevelFilter, warn};
 
 use tcpdemo::addr::Family;
 use tcpdemo::cli::{self, BenchMode, Cli, Command, ProxyVersion};
+use tcpdemo::echo::Echo;
 use tcpdemo::output::write_out;
 use tcpdemo::{bench, client, logger, proxy, server};
 
@@ -66,8 +67,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }),
                 expect: match (args.plain, args.any_reply) {
                     (_, true) => client::Expect::Any,
-                    (true, false) => client::Expect::Plain,
-                    (false, false) => client::Expect::Uppercase,
+                    (true, false) => client::Expect::Echo(Echo::Plain),
+                    (false, false) => client::Expect::Echo(Echo::Uppercase),
                 },
             })
         }

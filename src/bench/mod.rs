@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{BenchArgs, BenchMode};
+use crate::echo::Echo;
 use crate::output::write_out;
 use crate::{client, logger, platform};
 use modes::{Lag, Progress, READ_BUF, Run, WORKER_STACK};
@@ -177,7 +178,12 @@ pub fn measure(
             .map_or(String::new(), |r| format!(", open loop at {r}/s"))
     );
 
-    let pattern = Pattern::new(options.size.max(READ_BUF), options.plain);
+    let echo = if options.plain {
+        Echo::Plain
+    } else {
+        Echo::Uppercase
+    };
+    let pattern = Pattern::new(options.size.max(READ_BUF), echo);
     let progress = Progress::default();
     let start = Instant::now();
     let measure_from = start + options.warmup;

@@ -11,6 +11,8 @@ use super::IO_TIMEOUT;
 use super::pacing::Schedule;
 use super::pattern::Pattern;
 use super::recording::{Recording, Timing};
+use crate::echo::Mismatch;
+use crate::numbers::thousands;
 use crate::{platform, stall};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -194,10 +196,15 @@ fn stalled_write(e: io::Error) -> io::Error {
     }
 }
 
-fn unexpected_eof(received: u64) -> io::Error {
+/// The server closed before the whole echo came back: worded as the client words it.
+fn unexpected_eof(received: u64, sent: u64) -> io::Error {
     io::Error::new(
         ErrorKind::UnexpectedEof,
-        format!("server closed after {received} bytes"),
+        format!(
+            "the server closed the connection after {} of {} bytes",
+            thousands(received),
+            thousands(sent)
+        ),
     )
 }
 
@@ -262,7 +269,9 @@ fn one_connection(run: &Run, turn: u32, buf: &mut [u8]) -> io::Result<()> {
         0 => Ok(()),
         _ => Err(io::Error::new(
             ErrorKind::InvalidData,
-            "server sent more than it was sent",
+            Mismatch::Longer {
+                at: run.size as u64,
+            },
         )),
     }
 }
@@ -290,7 +299,7 @@ fn send_and_check(
         }
         let want = (sent - received).min(buf.len());
         match pattern.read_checked(stream, &mut buf[..want], received as u64)? {
-            0 => return Err(unexpected_eof(received as u64)),
+            0 => return Err(unexpected_eof(received as u64, sent as u64)),
             n => received += n,
         }
     }
@@ -356,7 +365,7 @@ pub fn stream(run: &Run, worker: u32) -> Lag {
     });
     match (reading, write_result) {
         (Ok(received), Ok(sent)) if received == sent => {}
-        (Ok(received), Ok(_)) => run.recording.error(id, &unexpected_eof(received)),
+        (Ok(received), Ok(sent)) => run.recording.error(id, &unexpected_eof(received, sent)),
         (Err(e), _) => run.recording.error(id, &e),
         (Ok(_), Err(e)) => run.recording.error(id, &e),
     }

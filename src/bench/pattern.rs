@@ -4,7 +4,7 @@ use std::io::{self, ErrorKind, Read};
 use std::net::TcpStream;
 
 use super::IO_TIMEOUT;
-use crate::numbers::byte;
+use crate::echo::{self, Echo};
 use crate::stall;
 
 /// Length of the repeating test pattern; prime, so it drifts across every read and write size.
@@ -15,11 +15,11 @@ pub struct Pattern {
     /// `PERIOD`-periodic data, long enough that any slice of `len` can start at any phase.
     data: Vec<u8>,
     expected: Vec<u8>,
-    plain: bool,
+    echo: Echo,
 }
 
 impl Pattern {
-    pub fn new(len: usize, plain: bool) -> Self {
+    pub fn new(len: usize, echo: Echo) -> Self {
         // Lowercase letters, so an echo that forgets to uppercase is caught, plus every other
         // kind of byte, so one that mangles binary data is too.
         let data: Vec<u8> = (0..len + PERIOD)
@@ -28,15 +28,11 @@ impl Pattern {
                 p => (p * 37 % 256) as u8,
             })
             .collect();
-        let expected = if plain {
-            data.clone()
-        } else {
-            data.to_ascii_uppercase()
-        };
+        let expected = data.iter().map(|&b| echo.of(b)).collect();
         Pattern {
             data,
             expected,
-            plain,
+            echo,
         }
     }
 
@@ -67,45 +63,30 @@ impl Pattern {
                 other => break other?,
             }
         };
-        let (got, expected) = (&buf[..n], self.expect(offset, n));
-        if got == expected {
+        // The common case is one comparison against the precomputed echo.
+        if buf[..n] == *self.expect(offset, n) {
             return Ok(n);
         }
-        let at = got
-            .iter()
-            .zip(expected)
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        let mut message = format!(
-            "wrong byte in reply at offset {}: expected {}, got {}",
-            offset + at as u64,
-            byte(expected[at]),
-            byte(got[at])
-        );
-        // The commonest mistake: an echo server of the other kind.
-        let sent = self.send(offset, n);
-        if got[..=at] == sent[..=at] && !self.plain {
-            message += "; the server echoes unchanged (use --plain)";
-        } else if self.plain && got[..=at] == sent[..=at].to_ascii_uppercase() {
-            message += "; the server uppercases (drop --plain)";
-        }
-        Err(io::Error::new(ErrorKind::InvalidData, message))
+        echo::check(self.echo, self.send(offset, n), &buf[..n], offset)
+            .map(|()| n)
+            .map_err(|mismatch| io::Error::new(ErrorKind::InvalidData, mismatch))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::echo::Echo;
 
     #[test]
     fn pattern_holds_lowercase_and_binary_and_expects_uppercase() {
-        let pattern = Pattern::new(1000, false);
+        let pattern = Pattern::new(1000, Echo::Uppercase);
         let sent = pattern.send(3, 600);
         assert!(sent.iter().any(u8::is_ascii_lowercase));
         assert!(sent.iter().any(|b| !b.is_ascii()));
         assert_eq!(pattern.expect(3, 600), sent.to_ascii_uppercase());
         assert_eq!(pattern.send(3 + PERIOD as u64, 600), sent, "periodic");
-        let plain = Pattern::new(1000, true);
+        let plain = Pattern::new(1000, Echo::Plain);
         assert_eq!(plain.expect(3, 600), plain.send(3, 600));
     }
 }

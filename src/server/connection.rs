@@ -10,10 +10,10 @@ use log::{Level, debug, info};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::Shared;
+use crate::echo::{self, EchoError};
 use crate::numbers::thousands;
 use crate::proxy::{self, Origin};
 use crate::stall;
-use crate::transform::{self, EchoError};
 
 /// After the first keepalive probe, probes this far apart, and give up after this many: a peer
 /// that vanished is found within `--keepalive` + 60 s.
@@ -154,11 +154,11 @@ impl Connection {
         }
         let write_timeout = settings.idle_timeout;
         if !first.is_empty() {
-            transform::uppercase(first);
+            echo::uppercase(first);
             stall::write_all(stream, first, write_timeout).map_err(EchoError::Write)?;
             self.echoed += first.len() as u64;
         }
-        transform::echo(stream, stream, write_timeout, &mut self.echoed)?;
+        echo::echo(stream, stream, write_timeout, &mut self.echoed)?;
         // The peer may already be gone; its close was still a normal end.
         let _ = stream.shutdown(Shutdown::Write);
         Ok(())
