@@ -106,20 +106,36 @@ impl Activity {
     }
 }
 
-/// A warning that may repeat fast (accept failures, thread limits, failing connections):
-/// logged at most once per `WARN_INTERVAL`, with a count of those held back.
-#[derive(Default)]
+/// A warning that may repeat fast (accept failures, thread limits, failing connections, the
+/// connection limit): logged at most once per interval (`WARN_INTERVAL` by default), with a
+/// count of those held back. The one rate limit of the server's log.
 pub struct RateLimit {
+    interval: Duration,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit::every(WARN_INTERVAL)
+    }
+}
+
 impl RateLimit {
-    pub fn warn(&self, message: impl FnOnce(String) -> String) {
+    pub fn every(interval: Duration) -> RateLimit {
+        RateLimit {
+            interval,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Logs `message(held_back)` unless one was logged within the interval; `held_back` is
+    /// empty or says how many were held back since the last. Returns whether it logged.
+    pub fn warn(&self, message: impl FnOnce(String) -> String) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (last, suppressed) = &mut *state;
-        if last.is_some_and(|t| t.elapsed() < WARN_INTERVAL) {
+        if last.is_some_and(|t| t.elapsed() < self.interval) {
             *suppressed += 1;
-            return;
+            return false;
         }
         let held_back = match *suppressed {
             0 => String::new(),
@@ -129,6 +145,7 @@ impl RateLimit {
         *suppressed = 0;
         drop(state);
         warn!("{}", message(held_back));
+        true
     }
 }
 
@@ -156,6 +173,22 @@ mod tests {
             "a quiet second ends it"
         );
         assert!(activity.opened());
+    }
+
+    #[test]
+    fn a_rate_limited_warning_is_logged_once_per_interval_with_a_count() {
+        let limit = RateLimit::every(Duration::from_secs(60));
+        assert!(limit.warn(|held_back| held_back));
+        assert!(!limit.warn(|_| unreachable!("held back")));
+        assert!(!limit.warn(|_| unreachable!("held back")));
+        let fast = RateLimit::every(Duration::ZERO);
+        assert!(fast.warn(|held_back| held_back));
+        let mut said = String::new();
+        assert!(fast.warn(|held_back| {
+            said = held_back.clone();
+            held_back
+        }));
+        assert_eq!(said, "");
     }
 
     #[test]

@@ -94,10 +94,11 @@ impl Connection {
                 duration_us = took.as_micros() as u64, reason:% = reason; "{}", line()
             ),
             Level::Info => {}
-            _ => self
-                .shared
-                .warnings
-                .warn(|held_back| format!("{}{held_back}", line())),
+            _ => {
+                self.shared
+                    .warnings
+                    .warn(|held_back| format!("{}{held_back}", line()));
+            }
         }
     }
 

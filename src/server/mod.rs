@@ -408,21 +408,16 @@ impl Server {
     /// descriptors, until a thread frees up or the server stops.
     fn start(&self, mut job: Job) {
         let mut refused: u64 = 0;
-        let mut last_warning: Option<Instant> = None;
+        let warning = RateLimit::default();
         while let Err((e, back)) = self.workers.execute(job) {
             job = back;
             refused += 1;
-            if last_warning.is_none_or(|t| t.elapsed() >= WARN_INTERVAL) {
-                let tries = match refused {
-                    1 => String::new(),
-                    n => format!(" ({n} tries so far)"),
-                };
-                warn!(
+            warning.warn(|held_back| {
+                format!(
                     "cannot start a thread ({e}): not accepting until one frees up; clients \
-                     wait in the listen queue{tries}"
-                );
-                last_warning = Some(Instant::now());
-            }
+                     wait in the listen queue{held_back}"
+                )
+            });
             if self.shared.stopping() {
                 // Dropping the job closes its connection.
                 return;
@@ -518,25 +513,32 @@ fn drain(shared: &Shared, grace: Duration) -> Summary {
 }
 
 /// The connection limit's two log lines: reached (warn) and resumed (info), once per episode,
-/// and not again while a server hovering at its limit flaps between the two.
-#[derive(Default)]
+/// and no more than one warning in ten seconds while a server hovering at its limit flaps
+/// between the two.
 struct LimitLog {
     at_limit: bool,
-    last_warning: Option<Instant>,
+    warning: RateLimit,
+}
+
+impl Default for LimitLog {
+    fn default() -> LimitLog {
+        LimitLog {
+            at_limit: false,
+            warning: RateLimit::every(WARN_INTERVAL * 10),
+        }
+    }
 }
 
 impl LimitLog {
     fn reached(&mut self, max: usize) {
-        if self.at_limit
-            || self
-                .last_warning
-                .is_some_and(|t| t.elapsed() < WARN_INTERVAL * 10)
-        {
-            return;
+        if !self.at_limit {
+            self.at_limit = true;
+            self.warning.warn(|_| {
+                format!(
+                    "connection limit reached: {max} open; new clients wait in the listen queue"
+                )
+            });
         }
-        warn!("connection limit reached: {max} open; new clients wait in the listen queue");
-        self.at_limit = true;
-        self.last_warning = Some(Instant::now());
     }
 
     fn resumed(&mut self, open: usize) {
