@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::stall;
+
 /// Recorders shared by the workers.
 const SHARDS: usize = 8;
 
@@ -52,13 +54,15 @@ impl Failure {
     }
 
     pub fn of(e: &io::Error) -> Failure {
+        if stall::is_timeout(e) {
+            return Failure::Stalled;
+        }
         match e.kind() {
             ErrorKind::ConnectionRefused => Failure::Refused,
             ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
                 Failure::Reset
             }
             ErrorKind::UnexpectedEof => Failure::ClosedEarly,
-            ErrorKind::TimedOut | ErrorKind::WouldBlock => Failure::Stalled,
             ErrorKind::InvalidData => Failure::WrongBytes,
             _ => Failure::Other,
         }

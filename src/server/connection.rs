@@ -198,7 +198,6 @@ impl Drop for Connection {
 fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> (Level, String) {
     use Level::{Info, Warn};
     let idle = idle_timeout.unwrap_or_default();
-    let timed_out = |e: &io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
     let gone = |e: &io::Error| {
         matches!(
             e.kind(),
@@ -210,10 +209,10 @@ fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> (L
     };
     match result {
         Ok(()) => (Info, "closed by peer".into()),
-        Err(EchoError::Read(e)) if timed_out(&e) && idle_timeout.is_some() => {
+        Err(EchoError::Read(e)) if stall::is_timeout(&e) && idle_timeout.is_some() => {
             (Info, format!("idle for {idle:?}"))
         }
-        Err(EchoError::Write(e)) if timed_out(&e) && idle_timeout.is_some() => {
+        Err(EchoError::Write(e)) if stall::is_timeout(&e) && idle_timeout.is_some() => {
             (Info, format!("peer stopped reading for {idle:?}"))
         }
         // Keepalive probes went unanswered: the peer vanished without a FIN or a reset.
