@@ -37,12 +37,16 @@ impl Family {
 }
 
 /// Every address `host` names on `port`, in the resolver's order.
-pub fn resolve(host: &str, port: u16) -> Result<vec::IntoIter<SocketAddr>> {
+pub(crate) fn resolve(host: &str, port: u16) -> Result<vec::IntoIter<SocketAddr>> {
     resolve_only(host, port, Family::Any)
 }
 
 /// `resolve`, keeping only the addresses of `family`.
-pub fn resolve_only(host: &str, port: u16, family: Family) -> Result<vec::IntoIter<SocketAddr>> {
+pub(crate) fn resolve_only(
+    host: &str,
+    port: u16,
+    family: Family,
+) -> Result<vec::IntoIter<SocketAddr>> {
     let all = (bare(host), port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {host}"))?;
@@ -55,7 +59,7 @@ pub fn resolve_only(host: &str, port: u16, family: Family) -> Result<vec::IntoIt
 }
 
 /// `host:port`, with an IPv6 address in brackets: `[::1]:1234`.
-pub fn show(host: &str, port: u16) -> String {
+pub(crate) fn show(host: &str, port: u16) -> String {
     match bare(host) {
         v6 if v6.contains(':') => format!("[{v6}]:{port}"),
         name => format!("{name}:{port}"),

@@ -16,7 +16,7 @@ const LARGE: usize = 64 * 1024;
 
 /// Uppercases `a`-`z` and leaves every other byte (NUL, 0xFF, UTF-8 sequences) alone.
 /// Being byte-wise, any cut of a stream into chunks gives the same output.
-pub fn uppercase(bytes: &mut [u8]) {
+pub(crate) fn uppercase(bytes: &mut [u8]) {
     bytes.make_ascii_uppercase();
 }
 
@@ -31,7 +31,7 @@ pub enum Echo {
 
 impl Echo {
     /// The echo of one byte.
-    pub fn of(self, sent: u8) -> u8 {
+    pub(crate) fn of(self, sent: u8) -> u8 {
         match self {
             Echo::Uppercase => sent.to_ascii_uppercase(),
             Echo::Plain => sent,
@@ -48,7 +48,7 @@ impl Echo {
 
 /// How a reply is not the echo of what was sent.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Mismatch {
+pub(crate) enum Mismatch {
     /// The byte at `at` differs; `other_echo` if the reply so far is the other kind of echo
     /// (the commonest mistake: an uppercasing server measured with `--plain`, or the reverse).
     Differs {
@@ -100,7 +100,7 @@ impl std::error::Error for Mismatch {}
 
 /// Checks that `reply` is the `echo` of `sent` (the same length), which began at byte `offset`
 /// of the stream.
-pub fn check(echo: Echo, sent: &[u8], reply: &[u8], offset: u64) -> Result<(), Mismatch> {
+pub(crate) fn check(echo: Echo, sent: &[u8], reply: &[u8], offset: u64) -> Result<(), Mismatch> {
     let Some(i) = first_difference(echo, sent, reply) else {
         return Ok(());
     };
@@ -147,7 +147,7 @@ fn first_difference(echo: Echo, sent: &[u8], reply: &[u8]) -> Option<usize> {
 
 /// Why an echo stopped early: the side tells "peer idle" apart from "peer not reading".
 #[derive(Debug)]
-pub enum EchoError {
+pub(crate) enum EchoError {
     Read(io::Error),
     Write(io::Error),
 }
@@ -158,7 +158,7 @@ pub enum EchoError {
 /// waits (without closing) gets its reply. `echoed` counts what was written back, even when the
 /// echo ends in an error. `write_timeout` is the output's own (a socket's `SO_SNDTIMEO`): a
 /// write that waits that long without finishing is a stall (see `stall::write_all`).
-pub fn echo(
+pub(crate) fn echo(
     mut input: impl Read,
     mut output: impl Write,
     write_timeout: Option<Duration>,

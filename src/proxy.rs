@@ -20,7 +20,7 @@ const V1_MAX: usize = 107;
 
 /// Whom a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A client's connection, carried by the proxy.
     Client(SocketAddr),
     /// The proxy's own (version 2 `LOCAL`, version 1 `UNKNOWN`): a health check, say.
@@ -36,7 +36,7 @@ pub enum HeaderVersion {
 
 /// Why a connection's first bytes were not a usable header.
 #[derive(Debug)]
-pub enum BadHeader {
+pub(crate) enum BadHeader {
     Invalid,
     TooSlow(Duration),
     Closed,
@@ -56,7 +56,10 @@ impl fmt::Display for BadHeader {
 
 /// Reads the header that must begin the connection, within `limit`. Returns whom the
 /// connection is for, and the bytes that came after the header (the start of the data).
-pub fn read_header(stream: &TcpStream, limit: Duration) -> Result<(Origin, Vec<u8>), BadHeader> {
+pub(crate) fn read_header(
+    stream: &TcpStream,
+    limit: Duration,
+) -> Result<(Origin, Vec<u8>), BadHeader> {
     let deadline = Instant::now() + limit;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
@@ -138,7 +141,11 @@ fn parse(buf: &[u8]) -> Result<Option<(Origin, usize)>, BadHeader> {
 }
 
 /// The header a client sends first, naming its connection's own addresses.
-pub fn header(version: HeaderVersion, local: SocketAddr, peer: SocketAddr) -> io::Result<Vec<u8>> {
+pub(crate) fn header(
+    version: HeaderVersion,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> io::Result<Vec<u8>> {
     match version {
         HeaderVersion::V1 => Ok(ppp::v1::Addresses::from((local, peer))
             .to_string()

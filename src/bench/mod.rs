@@ -155,7 +155,7 @@ fn stop_on_request() -> Result<&'static AtomicBool> {
 
 /// Runs the workers, calling `on_interval` with each interval as it ends (with `--interval`),
 /// and returns the report.
-pub fn measure(
+pub(crate) fn measure(
     options: &Options,
     stop: &AtomicBool,
     on_interval: &mut dyn FnMut(&Interval),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::Duration;
 
-pub use crate::echo::Mismatch;
+use crate::echo::Mismatch;
 use crate::echo::{self, Echo};
 
 /// Buffers in flight at most. With 64 KiB buffers (what a read from a pipe gives), 16 MiB:

@@ -16,10 +16,10 @@ use log::{debug, info};
 use crate::output::write_out;
 use crate::{addr, platform, proxy};
 pub use check::Expect;
-pub use exchange::exchange;
+pub(crate) use exchange::exchange;
 
 /// Used for each address tried when `--timeout` is not given.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Options {
     pub host: String,
@@ -73,7 +73,7 @@ fn send_proxy_header(mut stream: &TcpStream, version: proxy::HeaderVersion) -> R
 
 /// Connects to the first address of `host` (of `family`) that accepts, each attempt bounded
 /// by `timeout`.
-pub fn connect(
+pub(crate) fn connect(
     host: &str,
     port: u16,
     family: addr::Family,

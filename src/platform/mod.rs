@@ -151,6 +151,3 @@ pub enum ServiceState {
     /// Stopping: no need to send more.
     Stopping,
 }
-
-/// How to stop the server, for its help and log lines.
-pub const STOP_KEYS: &str = system::STOP_KEYS;

@@ -13,7 +13,6 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 pub const OUT_OF_RESOURCES: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
 pub const REUSE_ADDRESS: bool = true;
-pub const STOP_KEYS: &str = "SIGINT (Ctrl-C), SIGTERM or SIGHUP";
 
 pub fn raise_open_files() -> io::Result<Option<(u64, u64)>> {
     let mut limit = libc::rlimit {

@@ -20,7 +20,6 @@ use windows_sys::core::BOOL;
 /// WSAEMFILE, WSAENOBUFS: out of sockets or of buffer space for them.
 pub const OUT_OF_RESOURCES: [i32; 2] = [10024, 10055];
 pub const REUSE_ADDRESS: bool = false;
-pub const STOP_KEYS: &str = "Ctrl-C, Ctrl-Break or closing the console";
 
 /// Windows has no per-process limit on open sockets to raise.
 pub fn raise_open_files() -> io::Result<Option<(u64, u64)>> {

@@ -27,7 +27,7 @@ use crate::platform::{self, ServiceState, Waker};
 use crate::workers::{Job, Workers};
 use activity::{Activity, RateLimit, WARN_INTERVAL};
 use connection::{Connection, Settings};
-pub use stop::Stopper;
+pub(crate) use stop::Stopper;
 
 /// Stack of a connection thread: the echo loop needs a few KiB; only touched pages are resident.
 const STACK_SIZE: usize = 64 * 1024;
@@ -64,7 +64,7 @@ pub struct Config {
 
 /// Totals reported when the server stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub served: u64,
     pub bytes: u64,
     pub cut: u64,
@@ -142,7 +142,7 @@ pub fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
-pub struct Server {
+pub(crate) struct Server {
     listener: TcpListener,
     /// `--health-port`'s listener, until its thread takes it.
     health: Option<TcpListener>,
