@@ -14,4 +14,5 @@ mod platform;
 pub mod proxy;
 pub mod server;
 mod stall;
+pub mod stop;
 mod workers;

@@ -32,20 +32,23 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server(args) => server::run(server::Config {
-            host: args.host,
-            port: args.port,
-            backlog: args.backlog,
-            max_connections: args.max_connections,
-            idle_timeout: args.idle_timeout,
-            keepalive: Some(args.keepalive).filter(|d| !d.is_zero()),
-            proxy_protocol: args.proxy_protocol,
-            proxy_from: args.proxy_from,
-            reuse_port: args.reuse_port,
-            health_port: args.health_port,
-            drain_delay: args.drain_delay,
-            grace: args.grace,
-        }),
+        Command::Server(args) => server::run(
+            server::Config {
+                host: args.host,
+                port: args.port,
+                backlog: args.backlog,
+                max_connections: args.max_connections,
+                idle_timeout: args.idle_timeout,
+                keepalive: Some(args.keepalive).filter(|d| !d.is_zero()),
+                proxy_protocol: args.proxy_protocol,
+                proxy_from: args.proxy_from,
+                reuse_port: args.reuse_port,
+                health_port: args.health_port,
+                drain_delay: args.drain_delay,
+                grace: args.grace,
+            },
+            exit_server_now,
+        ),
         Command::Client(args) => {
             let message = match args.message.as_slice() {
                 [] => None,
@@ -79,7 +82,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     "--rate paces requests or connections: use it with --mode rr or connect",
                 );
             }
-            bench::run(bench::Options::from(args))
+            bench::run(bench::Options::from(args), exit_bench_now)
         }
         Command::Completions { shell } => {
             let mut script = Vec::new();
@@ -91,6 +94,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             write_out(io::stdout().lock(), &page).map(drop)
         }
     }
+}
+
+/// A deliberate second stop request: the server exits at once with 1, its connections cut.
+fn exit_server_now() -> ! {
+    logger::flush(Duration::from_millis(100));
+    std::process::exit(1)
+}
+
+/// A deliberate second stop request: bench exits at once with 130, as a shell reports an
+/// interrupted command.
+fn exit_bench_now() -> ! {
+    logger::flush(Duration::from_millis(100));
+    std::process::exit(130)
 }
 
 /// `tcpdemo client localhost 1234` sends "localhost 1234": say so, as netcat users expect

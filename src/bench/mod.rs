@@ -22,7 +22,8 @@ use anyhow::{Context, Result, bail};
 use crate::cli::{BenchArgs, BenchMode};
 use crate::echo::Echo;
 use crate::output::write_out;
-use crate::{client, logger, platform};
+use crate::stop::{ExitNow, Next, Request, Requests};
+use crate::{client, platform};
 use modes::{Lag, Progress, READ_BUF, Run, WORKER_STACK};
 use pattern::Pattern;
 use recording::Recording;
@@ -79,8 +80,10 @@ impl From<BenchArgs> for Options {
     }
 }
 
-pub fn run(options: Options) -> Result<()> {
-    let stop = stop_on_request()?;
+/// Measures, prints the report, writes the files asked for; a deliberate second stop request
+/// calls `exit_now`.
+pub fn run(options: Options, exit_now: ExitNow) -> Result<()> {
+    let stop = stop_on_request(exit_now)?;
     let mut stdout = io::stdout().lock();
     let report = measure(&options, stop, &mut |interval| {
         let line = if options.json {
@@ -126,26 +129,20 @@ pub fn run(options: Options) -> Result<()> {
     Ok(())
 }
 
-/// The first stop request (Ctrl-C) ends the run early, with its report; a second one, a second
-/// or more later, exits at once with 130, as a shell reports an interrupted command.
-fn stop_on_request() -> Result<&'static AtomicBool> {
+/// The first stop request (Ctrl-C) ends the run early, with its report; a deliberate second
+/// one calls `exit_now`.
+fn stop_on_request(exit_now: ExitNow) -> Result<&'static AtomicBool> {
     static STOP: AtomicBool = AtomicBool::new(false);
-    let requests = platform::stop_requests().context("cannot install signal handlers")?;
+    let mut requests = Requests::install()?;
     thread::Builder::new()
         .name("stop".into())
         .spawn(move || {
-            let mut first: Option<Instant> = None;
-            for _ in requests {
-                match first {
-                    None => {
-                        first = Some(Instant::now());
-                        STOP.store(true, Ordering::Relaxed);
-                    }
-                    Some(at) if at.elapsed() < platform::SAME_REQUEST => {}
-                    Some(_) => {
-                        logger::flush(Duration::from_millis(100));
-                        std::process::exit(130);
-                    }
+            loop {
+                match requests.next(None) {
+                    Next::Request(Request::First(_)) => STOP.store(true, Ordering::Relaxed),
+                    Next::Request(Request::Again(_)) => exit_now(),
+                    Next::TimedOut => {}
+                    Next::Closed => return,
                 }
             }
         })

@@ -52,11 +52,6 @@ pub fn stdout() -> io::Result<File> {
     system::stdout()
 }
 
-/// A second stop request this soon after the first is the same request: `timeout` (coreutils)
-/// sends SIGTERM to the process and then to its group, so one stop can arrive twice at once.
-/// Only a later one is a deliberate second request, which exits at once.
-pub const SAME_REQUEST: Duration = Duration::from_secs(1);
-
 /// Requests to stop, named as the person sent them (`SIGINT`, `Ctrl-C`, …), from now on.
 /// Unix: SIGINT, SIGTERM, and SIGHUP (the terminal it runs in was closed). Windows: Ctrl-C,
 /// Ctrl-Break and closing the console window.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use log::{Level, debug, info};
 use socket2::{SockRef, TcpKeepalive};
 
-use super::Shared;
+use super::{Phase, Shared};
 use crate::echo::{self, EchoError};
 use crate::numbers::thousands;
 use crate::proxy::{self, Origin};
@@ -71,7 +71,7 @@ impl Connection {
             info!(conn = id, peer:% = self.peer, via = via; "#{id} {who}: connected");
         }
         let result = self.echo(settings, &mut first);
-        let (level, reason) = if self.shared.cutting.load(Ordering::SeqCst) {
+        let (level, reason) = if self.shared.phase() == Phase::Cutting {
             (Level::Info, "cut at shutdown".to_string())
         } else {
             describe(result, settings.idle_timeout)
@@ -127,7 +127,7 @@ impl Connection {
         shared.activity.opened();
         let routine_logged = shared.activity.closed(0);
         let (id, peer) = (self.id, self.peer);
-        if shared.cutting.load(Ordering::SeqCst) {
+        if shared.phase() == Phase::Cutting {
             if routine_logged {
                 info!(conn = id, peer:% = peer; "#{id} {peer}: closed, cut at shutdown");
             }

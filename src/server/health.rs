@@ -11,14 +11,13 @@
 use std::io::{self, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use log::debug;
 
-use super::{RESOURCE_PAUSE, Shared};
+use super::{Phase, RESOURCE_PAUSE, Shared};
 use crate::stall;
 
 /// Health checks answered at once; a balancer sends one every few seconds.
@@ -42,7 +41,7 @@ pub fn serve(listener: TcpListener, shared: &Arc<Shared>) -> Result<()> {
                 loop {
                     match listener.accept() {
                         Ok((stream, peer)) => {
-                            answer(stream, peer, shared.draining.load(Ordering::SeqCst));
+                            answer(stream, peer, shared.phase() >= Phase::Draining);
                         }
                         // Out of descriptors, say: the echo port's warnings tell.
                         Err(e) => {

@@ -11,7 +11,7 @@ mod stop;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::addr;
 use crate::numbers::thousands;
 use crate::platform::{self, ServiceState, Waker};
+use crate::stop::ExitNow;
 use crate::workers::{Job, Workers};
 use activity::{Activity, RateLimit, WARN_INTERVAL};
 use connection::{Connection, Settings};
@@ -70,8 +71,9 @@ pub(crate) struct Summary {
     pub cut: u64,
 }
 
-/// Binds, prints the `listening on` line, serves until SIGINT or SIGTERM, then drains.
-pub fn run(config: Config) -> Result<()> {
+/// Binds, prints the `listening on` line, serves until a stop request, then drains; a
+/// deliberate second request calls `exit_now`.
+pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
     match platform::raise_open_files() {
         Ok(None) => {}
         Ok(Some((before, after))) => {
@@ -89,7 +91,7 @@ pub fn run(config: Config) -> Result<()> {
     }
     let mut server = Server::bind(config)?;
     // Installed before the `listening on` line, so a signal sent as soon as it is read is handled.
-    stop::on_stop_requests(server.stopper(), server.config.drain_delay)?;
+    stop::on_stop_requests(server.stopper(), server.config.drain_delay, exit_now)?;
     let shared = Arc::clone(&server.shared);
     thread::Builder::new()
         .name("activity".into())
@@ -153,17 +155,38 @@ pub(crate) struct Server {
     workers: Workers,
 }
 
+/// A server's life, in order: serving; draining (the first stop request with `--drain-delay`:
+/// the health check fails, the echo port still accepts); stopping (no longer accepting: open
+/// connections get the grace period); cutting (the grace is over: what is open is cut).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Phase {
+    Serving,
+    Draining,
+    Stopping,
+    Cutting,
+}
+
+impl From<u8> for Phase {
+    fn from(n: u8) -> Phase {
+        match n {
+            0 => Phase::Serving,
+            1 => Phase::Draining,
+            2 => Phase::Stopping,
+            _ => Phase::Cutting,
+        }
+    }
+}
+
 /// State shared by the accept loop, the connection threads and whoever stops the server.
 struct Shared {
     open: Mutex<Registry>,
     /// Signalled whenever a connection closes or the server starts stopping.
     changed: Condvar,
-    stopping: AtomicBool,
-    /// The health check fails from the first stop request on.
-    draining: AtomicBool,
+    /// Where the server is in its life (a `Phase`): it only moves forward.
+    phase: AtomicU8,
     /// Why the server stops, logged by the accept loop as it ends.
     stop_reason: OnceLock<String>,
-    cutting: AtomicBool,
     served: AtomicU64,
     bytes: AtomicU64,
     activity: Activity,
@@ -188,10 +211,8 @@ impl Shared {
         Shared {
             open: Mutex::default(),
             changed: Condvar::new(),
-            stopping: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            phase: AtomicU8::new(Phase::Serving as u8),
             stop_reason: OnceLock::new(),
-            cutting: AtomicBool::new(false),
             served: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             activity: Activity::new(),
@@ -210,8 +231,18 @@ impl Shared {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn phase(&self) -> Phase {
+        Phase::from(self.phase.load(Ordering::SeqCst))
+    }
+
+    /// Moves the server on to `phase`, unless it is there or past it already.
+    fn advance(&self, phase: Phase) {
+        self.phase.fetch_max(phase as u8, Ordering::SeqCst);
+    }
+
+    /// No longer accepting: stopping or cutting.
     fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+        self.phase() >= Phase::Stopping
     }
 
     fn wait<'a>(
@@ -491,7 +522,7 @@ fn drain(shared: &Shared, grace: Duration) -> Summary {
     let cut = open.streams.len() as u64;
     if cut > 0 {
         info!("grace period over: cutting {cut} connections");
-        shared.cutting.store(true, Ordering::SeqCst);
+        shared.advance(Phase::Cutting);
         for stream in open.streams.values() {
             platform::interrupt(stream);
         }

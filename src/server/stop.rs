@@ -1,19 +1,16 @@
-//! Stopping: the first stop request (SIGINT or SIGTERM; Ctrl-C, Ctrl-Break or closing the
-//! console on Windows) stops accepting and lets open connections finish; a deliberate second
-//! one exits at once.
+//! Stopping: the first stop request (see `crate::stop`) stops accepting and lets open
+//! connections finish; a deliberate second one exits at once.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::RecvTimeoutError;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use log::{debug, info, warn};
+use log::{info, warn};
 
-use super::Shared;
-use crate::logger;
-use crate::platform::{self, SAME_REQUEST, ServiceState, Waker};
+use super::{Phase, Shared};
+use crate::platform::{self, ServiceState, Waker};
+use crate::stop::{ExitNow, Next, Request, Requests};
 
 /// Stops a running server from another thread (the stop requests' thread).
 pub struct Stopper {
@@ -26,7 +23,7 @@ impl Stopper {
     /// The first step of a stop: the health check fails from now on, and the service manager
     /// is told.
     pub fn drain(&self) {
-        self.shared.draining.store(true, Ordering::SeqCst);
+        self.shared.advance(Phase::Draining);
         platform::notify_service_manager(ServiceState::Stopping);
     }
 
@@ -37,7 +34,7 @@ impl Stopper {
     pub fn stop(&self, why: &str) {
         let guard = self.shared.lock();
         let _ = self.shared.stop_reason.set(why.to_string());
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.advance(Phase::Stopping);
         drop(guard);
         self.shared.changed.notify_all();
         self.waker.wake();
@@ -46,36 +43,17 @@ impl Stopper {
 
 /// Handles stop requests on a thread of their own from now on. With a `drain_delay`, the first
 /// request turns the health check to 503 at once and stops accepting only after the delay, so
-/// a load balancer moves traffic away first.
-pub fn on_stop_requests(stopper: Stopper, drain_delay: Duration) -> Result<()> {
-    let requests = platform::stop_requests().context("cannot install signal handlers")?;
+/// a load balancer moves traffic away first. A deliberate second request calls `exit_now`.
+pub fn on_stop_requests(stopper: Stopper, drain_delay: Duration, exit_now: ExitNow) -> Result<()> {
+    let mut requests = Requests::install()?;
     thread::Builder::new()
         .name("stop".into())
         .spawn(move || {
-            let mut first: Option<Instant> = None;
+            // After the first request, with a drain delay: when to stop accepting, and why.
             let mut stop_at: Option<(Instant, String)> = None;
             loop {
-                let name = match &stop_at {
-                    Some((at, why)) => {
-                        let left = at.saturating_duration_since(Instant::now());
-                        match requests.recv_timeout(left) {
-                            Ok(name) => name,
-                            Err(RecvTimeoutError::Timeout) => {
-                                stopper.stop(why);
-                                stop_at = None;
-                                continue;
-                            }
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
-                    None => match requests.recv() {
-                        Ok(name) => name,
-                        Err(_) => return,
-                    },
-                };
-                match first {
-                    None => {
-                        first = Some(Instant::now());
+                match requests.next(stop_at.as_ref().map(|(at, _)| *at)) {
+                    Next::Request(Request::First(name)) => {
                         let why = format!("{name} received");
                         stopper.drain();
                         if drain_delay.is_zero() {
@@ -88,14 +66,16 @@ pub fn on_stop_requests(stopper: Stopper, drain_delay: Duration) -> Result<()> {
                             stop_at = Some((Instant::now() + drain_delay, why));
                         }
                     }
-                    Some(at) if at.elapsed() < SAME_REQUEST => {
-                        debug!("{name} received again within {SAME_REQUEST:?}: the same request");
-                    }
-                    Some(_) => {
+                    Next::Request(Request::Again(name)) => {
                         warn!("{name} received again: exiting now");
-                        logger::flush(Duration::from_millis(100));
-                        std::process::exit(1);
+                        exit_now();
                     }
+                    Next::TimedOut => {
+                        if let Some((_, why)) = stop_at.take() {
+                            stopper.stop(&why);
+                        }
+                    }
+                    Next::Closed => return,
                 }
             }
         })
