@@ -246,13 +246,6 @@ pub struct ServerArgs {
     pub drain_delay: Duration,
 }
 
-/// A PROXY protocol header's version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProxyVersion {
-    V1,
-    V2,
-}
-
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Server to connect to: an IP or a name (every address it resolves to is tried)
@@ -297,7 +290,7 @@ pub struct ClientArgs {
 
     /// Begin with a PROXY protocol header naming this connection's own addresses, as a load balancer would
     #[arg(long, value_name = "VERSION", value_enum)]
-    pub send_proxy: Option<ProxyVersion>,
+    pub send_proxy: Option<crate::proxy::ProxyVersion>,
 
     /// Words to send, joined by single spaces, byte for byte; none (or '-') streams stdin instead
     #[arg(value_name = "MESSAGE")]

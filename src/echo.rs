@@ -5,7 +5,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::Duration;
 
-use crate::numbers::{byte, thousands};
+use crate::numbers::{printable_byte, thousands};
 use crate::stall;
 
 /// Buffer on the stack, enough for request/response traffic: an idle or chatty connection never
@@ -76,8 +76,8 @@ impl std::fmt::Display for Mismatch {
                     f,
                     "the reply differs from the echo at byte {}: expected {}, got {}",
                     thousands(at),
-                    byte(expected),
-                    byte(got)
+                    printable_byte(expected),
+                    printable_byte(got)
                 )?;
                 match (other_echo, echo) {
                     (false, _) => Ok(()),

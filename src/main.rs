@@ -7,10 +7,10 @@ use anyhow::Context;
 use log::{LevelFilter, warn};
 
 use tcpdemo::addr::Family;
-use tcpdemo::cli::{self, BenchMode, Cli, Command, ProxyVersion};
+use tcpdemo::cli::{self, BenchMode, Cli, Command};
 use tcpdemo::echo::Echo;
 use tcpdemo::output::write_out;
-use tcpdemo::{bench, client, logger, proxy, server};
+use tcpdemo::{bench, client, logger, server};
 
 /// How long the last log lines may take to reach stderr at exit; a stderr nobody reads does
 /// not keep the process from exiting.
@@ -64,10 +64,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 family: Family::from_flags(args.ipv4, args.ipv6),
                 timeout: args.timeout,
                 message,
-                send_proxy: args.send_proxy.map(|v| match v {
-                    ProxyVersion::V1 => proxy::HeaderVersion::V1,
-                    ProxyVersion::V2 => proxy::HeaderVersion::V2,
-                }),
+                send_proxy: args.send_proxy,
                 expect: match (args.plain, args.any_reply) {
                     (_, true) => client::Expect::Any,
                     (true, false) => client::Expect::Echo(Echo::Plain),

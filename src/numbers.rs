@@ -14,7 +14,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// Bytes in the largest unit that keeps a number of at least 1: `512 B`, `1.8 MiB`.
-pub fn bytes(n: u64) -> String {
+pub fn size(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -29,7 +29,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// A byte as a person can read it: `'a'` or `0xff`.
-pub fn byte(b: u8) -> String {
+pub fn printable_byte(b: u8) -> String {
     if b.is_ascii_graphic() || b == b' ' {
         format!("'{}'", b as char)
     } else {
@@ -51,10 +51,10 @@ mod tests {
     }
 
     #[test]
-    fn bytes_take_the_largest_fitting_unit() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1024), "1.0 KiB");
-        assert_eq!(bytes(1_887_437), "1.8 MiB");
+    fn sizes_take_the_largest_fitting_unit() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(1_887_437), "1.8 MiB");
     }
 }

@@ -27,9 +27,9 @@ pub(crate) enum Origin {
     Proxy,
 }
 
-/// A header's version, for the client to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderVersion {
+/// A header's version, for the client to send (`--send-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyVersion {
     V1,
     V2,
 }
@@ -142,15 +142,15 @@ fn parse(buf: &[u8]) -> Result<Option<(Origin, usize)>, BadHeader> {
 
 /// The header a client sends first, naming its connection's own addresses.
 pub(crate) fn header(
-    version: HeaderVersion,
+    version: ProxyVersion,
     local: SocketAddr,
     peer: SocketAddr,
 ) -> io::Result<Vec<u8>> {
     match version {
-        HeaderVersion::V1 => Ok(ppp::v1::Addresses::from((local, peer))
+        ProxyVersion::V1 => Ok(ppp::v1::Addresses::from((local, peer))
             .to_string()
             .into_bytes()),
-        HeaderVersion::V2 => Builder::with_addresses(
+        ProxyVersion::V2 => Builder::with_addresses(
             Version::Two | Command::Proxy,
             Protocol::Stream,
             (local, peer),
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn both_versions_round_trip_and_keep_the_data_after_them() {
         let (client, server) = addrs();
-        for version in [HeaderVersion::V1, HeaderVersion::V2] {
+        for version in [ProxyVersion::V1, ProxyVersion::V2] {
             let mut bytes = header(version, client, server).unwrap();
             let len = bytes.len();
             bytes.extend_from_slice(b"hello");
@@ -217,7 +217,7 @@ mod tests {
         );
         let local = local_header();
         let mut headers = vec![b"PROXY UNKNOWN\r\n".to_vec(), local];
-        for version in [HeaderVersion::V1, HeaderVersion::V2] {
+        for version in [ProxyVersion::V1, ProxyVersion::V2] {
             headers.push(header(version, client, server).unwrap());
             headers.push(header(version, v6.0, v6.1).unwrap());
         }

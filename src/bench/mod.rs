@@ -376,12 +376,12 @@ fn finish(
     on_interval: &mut dyn FnMut(&Interval),
 ) {
     let measure_from = run.deadline - options.duration;
-    let record = run.recording.take_interval();
-    if watched.ended <= watched.last && record.operations == 0 && record.errors() == 0 {
+    let stats = run.recording.take_interval();
+    if watched.ended <= watched.last && stats.operations == 0 && stats.errors() == 0 {
         return;
     }
     let seconds = (watched.ended.max(watched.last) - watched.last).as_secs_f64();
-    let interval = Interval::of(&record, watched.ended - measure_from, seconds);
+    let interval = Interval::of(&stats, watched.ended - measure_from, seconds);
     if options.interval.is_some() {
         on_interval(&interval);
     }

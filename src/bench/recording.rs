@@ -71,7 +71,7 @@ impl Failure {
 
 /// Counts and latencies over some span of the run.
 #[derive(Clone)]
-pub struct Record {
+pub struct Stats {
     pub operations: u64,
     pub sent: u64,
     pub received: u64,
@@ -89,9 +89,9 @@ fn histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is a valid precision")
 }
 
-impl Record {
-    pub fn new() -> Record {
-        Record {
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
             operations: 0,
             sent: 0,
             received: 0,
@@ -106,7 +106,7 @@ impl Record {
         self.errors.iter().sum()
     }
 
-    pub fn add(&mut self, other: &Record) {
+    pub fn add(&mut self, other: &Stats) {
         self.operations += other.operations;
         self.sent += other.sent;
         self.received += other.received;
@@ -129,15 +129,15 @@ impl Record {
     }
 }
 
-/// One recorder's records: since measuring began, and in the current interval.
-struct Recorder {
-    total: Record,
-    interval: Record,
+/// One shard of the recording, shared by some workers: figures since measuring began, and in the current interval.
+struct Shard {
+    total: Stats,
+    interval: Stats,
 }
 
-/// The records of a run, and when measuring begins (after the warm-up).
+/// A run's figures, in shards, and when measuring begins (after the warm-up).
 pub struct Recording {
-    shards: Vec<Mutex<Recorder>>,
+    shards: Vec<Mutex<Shard>>,
     measure_from: Instant,
     paced: bool,
 }
@@ -158,9 +158,9 @@ impl Recording {
     pub fn new(measure_from: Instant, paced: bool) -> Recording {
         let shards = (0..SHARDS)
             .map(|_| {
-                Mutex::new(Recorder {
-                    total: Record::new(),
-                    interval: Record::new(),
+                Mutex::new(Shard {
+                    total: Stats::new(),
+                    interval: Stats::new(),
                 })
             })
             .collect();
@@ -171,7 +171,7 @@ impl Recording {
         }
     }
 
-    fn shard(&self, worker: usize) -> MutexGuard<'_, Recorder> {
+    fn shard(&self, worker: usize) -> MutexGuard<'_, Shard> {
         self.shards[worker % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -185,14 +185,14 @@ impl Recording {
         let latency = nanos(timing.done - timing.due);
         let service = nanos(timing.done - timing.sent);
         let mut recorder = self.shard(worker);
-        let Recorder { total, interval } = &mut *recorder;
-        for record in [total, interval] {
-            record.operations += 1;
-            record.sent += size as u64;
-            record.received += size as u64;
-            let _ = record.latency.record(latency);
+        let Shard { total, interval } = &mut *recorder;
+        for stats in [total, interval] {
+            stats.operations += 1;
+            stats.sent += size as u64;
+            stats.received += size as u64;
+            let _ = stats.latency.record(latency);
             if self.paced {
-                let _ = record.service.record(service);
+                let _ = stats.service.record(service);
             }
         }
     }
@@ -203,11 +203,11 @@ impl Recording {
             return;
         }
         let mut recorder = self.shard(worker);
-        let Recorder { total, interval } = &mut *recorder;
-        for record in [total, interval] {
-            record.operations += operations;
-            record.sent += sent;
-            record.received += received;
+        let Shard { total, interval } = &mut *recorder;
+        for stats in [total, interval] {
+            stats.operations += operations;
+            stats.sent += sent;
+            stats.received += received;
         }
     }
 
@@ -222,19 +222,19 @@ impl Recording {
     }
 
     /// What was recorded since the last call, across all workers.
-    pub fn take_interval(&self) -> Record {
-        let mut sum = Record::new();
+    pub fn take_interval(&self) -> Stats {
+        let mut sum = Stats::new();
         for shard in 0..SHARDS {
             let mut recorder = self.shard(shard);
             sum.add(&recorder.interval);
-            recorder.interval = Record::new();
+            recorder.interval = Stats::new();
         }
         sum
     }
 
     /// Everything recorded since measuring began.
-    pub fn total(&self) -> Record {
-        let mut sum = Record::new();
+    pub fn total(&self) -> Stats {
+        let mut sum = Stats::new();
         for shard in 0..SHARDS {
             sum.add(&self.shard(shard).total);
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Options;
 use super::modes::Lag;
-use super::recording::{Failure, Record};
+use super::recording::{Failure, Stats};
 use crate::cli::BenchMode;
 use crate::numbers::thousands;
 
@@ -28,13 +28,13 @@ pub struct Interval {
 }
 
 impl Interval {
-    pub fn of(record: &Record, end: Duration, seconds: f64) -> Interval {
-        let h = &record.latency;
+    pub fn of(stats: &Stats, end: Duration, seconds: f64) -> Interval {
+        let h = &stats.latency;
         Interval {
             end,
             seconds,
-            operations: record.operations,
-            errors: record.errors(),
+            operations: stats.operations,
+            errors: stats.errors(),
             latency: (!h.is_empty())
                 .then(|| [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]),
         }
@@ -84,7 +84,7 @@ pub struct Open {
 
 pub struct Report {
     pub elapsed: Duration,
-    pub total: Record,
+    pub total: Stats,
     pub intervals: Vec<Interval>,
     pub pace: Option<Pace>,
     pub open: Open,
@@ -318,12 +318,11 @@ pub fn operation_name(mode: BenchMode) -> &'static str {
     }
 }
 
-pub fn mode_name(mode: BenchMode) -> &'static str {
-    match mode {
-        BenchMode::Rr => "rr",
-        BenchMode::Stream => "stream",
-        BenchMode::Connect => "connect",
-    }
+/// The mode as the command line spells it.
+pub fn mode_name(mode: BenchMode) -> String {
+    use clap::ValueEnum;
+    mode.to_possible_value()
+        .map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
 #[cfg(test)]
@@ -353,7 +352,7 @@ mod tests {
     fn report(peak: u64) -> Report {
         Report {
             elapsed: Duration::from_secs(1),
-            total: Record::new(),
+            total: Stats::new(),
             intervals: Vec::new(),
             pace: None,
             open: Open {

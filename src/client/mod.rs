@@ -30,7 +30,7 @@ pub struct Options {
     pub message: Option<Vec<u8>>,
     pub expect: Expect,
     /// Begin with a PROXY protocol header of this version.
-    pub send_proxy: Option<proxy::HeaderVersion>,
+    pub send_proxy: Option<proxy::ProxyVersion>,
 }
 
 pub fn run(options: Options) -> Result<()> {
@@ -58,7 +58,7 @@ pub fn run(options: Options) -> Result<()> {
 }
 
 /// The header goes first and is not part of the echo: the server strips it.
-fn send_proxy_header(mut stream: &TcpStream, version: proxy::HeaderVersion) -> Result<()> {
+fn send_proxy_header(mut stream: &TcpStream, version: proxy::ProxyVersion) -> Result<()> {
     let local = stream
         .local_addr()
         .context("cannot read the connection's address")?;

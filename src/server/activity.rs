@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::numbers::{bytes, thousands};
+use crate::numbers::{size, thousands};
 
 /// About 20 connections a second, two lines each.
 const LINES_PER_SECOND: u64 = 40;
@@ -100,7 +100,7 @@ impl Activity {
              per-connection lines resume when it is quieter, -v shows them all",
             thousands(opened),
             thousands(closed),
-            bytes(echoed),
+            size(echoed),
             thousands(open as u64),
         );
     }

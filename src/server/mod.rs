@@ -134,7 +134,7 @@ pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
     drop(stdout);
     platform::notify_service_manager(ServiceState::Ready);
 
-    let summary = server.run();
+    let summary = server.serve();
     info!(
         "shutdown: connections served: {}, bytes echoed: {}, cut at shutdown: {}",
         thousands(summary.served),
@@ -336,7 +336,7 @@ impl Server {
 
     /// Accepts and serves until stopped, then waits up to the grace period for open connections
     /// and cuts the rest.
-    pub fn run(self) -> Summary {
+    pub fn serve(self) -> Summary {
         let mut limit = LimitLog::default();
         let accept_warning = RateLimit::default();
         while self.wait_for_slot(&mut limit) {
@@ -375,7 +375,7 @@ impl Server {
             .get()
             .map_or("stopped", String::as_str);
         info!("{why}: no longer accepting, stopping (send it again to exit at once)");
-        drain(&self.shared, self.config.grace)
+        finish_connections(&self.shared, self.config.grace)
     }
 
     /// Waits while `max_connections` are open. Returns false once the server is stopping.
@@ -503,7 +503,8 @@ fn listen(addr: SocketAddr, backlog: Option<u32>, reuse_port: bool) -> io::Resul
 }
 
 /// After the accept loop: waits up to `grace` for open connections, then cuts the rest.
-fn drain(shared: &Shared, grace: Duration) -> Summary {
+/// (Draining is the earlier step: the health check failing while the port still accepts.)
+fn finish_connections(shared: &Shared, grace: Duration) -> Summary {
     let deadline = Instant::now() + grace;
     let mut open = shared.lock();
     if !open.streams.is_empty() {
