@@ -7,7 +7,7 @@ use anyhow::Context;
 use log::{LevelFilter, warn};
 
 use tcpdemo::addr::Family;
-use tcpdemo::cli::{self, BenchMode, Cli, Command};
+use tcpdemo::cli::{self, BenchArgs, BenchMode, Cli, ClientArgs, Command, ServerArgs};
 use tcpdemo::echo::Echo;
 use tcpdemo::output::write_out;
 use tcpdemo::{bench, client, logger, server};
@@ -32,55 +32,9 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server(args) => server::run(
-            server::Config {
-                host: args.host,
-                port: args.port,
-                backlog: args.backlog,
-                max_connections: args.max_connections,
-                idle_timeout: args.idle_timeout,
-                keepalive: Some(args.keepalive).filter(|d| !d.is_zero()),
-                proxy_protocol: args.proxy_protocol,
-                proxy_from: args.proxy_from,
-                reuse_port: args.reuse_port,
-                health_port: args.health_port,
-                drain_delay: args.drain_delay,
-                grace: args.grace,
-            },
-            exit_server_now,
-        ),
-        Command::Client(args) => {
-            let message = match args.message.as_slice() {
-                [] => None,
-                [dash] if dash == "-" => None,
-                words => {
-                    warn_if_host_and_port(words);
-                    Some(words.join(OsStr::new(" ")).into_encoded_bytes())
-                }
-            };
-            client::run(client::Options {
-                host: args.host,
-                port: args.port,
-                family: Family::from_flags(args.ipv4, args.ipv6),
-                timeout: args.timeout,
-                message,
-                send_proxy: args.send_proxy,
-                expect: match (args.plain, args.any_reply) {
-                    (_, true) => client::Expect::Any,
-                    (true, false) => client::Expect::Echo(Echo::Plain),
-                    (false, false) => client::Expect::Echo(Echo::Uppercase),
-                },
-            })
-        }
-        Command::Bench(args) => {
-            if args.rate.is_some() && args.mode == BenchMode::Stream {
-                cli::usage_error(
-                    "bench",
-                    "--rate paces requests or connections: use it with --mode rr or connect",
-                );
-            }
-            bench::run(bench::Options::from(args), exit_bench_now)
-        }
+        Command::Server(args) => server::run(server_config(args), exit_server_now),
+        Command::Client(args) => client::run(client_options(args)),
+        Command::Bench(args) => bench::run(bench_options(args), exit_bench_now),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cli::command(), "tcpdemo", &mut script);
@@ -90,6 +44,77 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let page = cli::man_page().context("cannot render the man page")?;
             write_out(io::stdout().lock(), &page).map(drop)
         }
+    }
+}
+
+fn server_config(args: ServerArgs) -> server::Config {
+    server::Config {
+        host: args.host,
+        port: args.port,
+        backlog: args.backlog,
+        max_connections: args.max_connections,
+        idle_timeout: args.idle_timeout,
+        keepalive: Some(args.keepalive).filter(|d| !d.is_zero()),
+        proxy_protocol: args.proxy_protocol,
+        proxy_from: args.proxy_from,
+        reuse_port: args.reuse_port,
+        health_port: args.health_port,
+        drain_delay: args.drain_delay,
+        grace: args.grace,
+    }
+}
+
+fn client_options(args: ClientArgs) -> client::Options {
+    let message = match args.message.as_slice() {
+        [] => None,
+        [dash] if dash == "-" => None,
+        words => {
+            warn_if_host_and_port(words);
+            Some(words.join(OsStr::new(" ")).into_encoded_bytes())
+        }
+    };
+    client::Options {
+        host: args.host,
+        port: args.port,
+        family: Family::from_flags(args.ipv4, args.ipv6),
+        timeout: args.timeout,
+        message,
+        send_proxy: args.send_proxy,
+        expect: match (args.plain, args.any_reply) {
+            (_, true) => client::Expect::Any,
+            (true, false) => client::Expect::Echo(Echo::Plain),
+            (false, false) => client::Expect::Echo(Echo::Uppercase),
+        },
+    }
+}
+
+fn bench_options(args: BenchArgs) -> bench::Options {
+    if args.rate.is_some() && args.mode == BenchMode::Stream {
+        cli::usage_error(
+            "bench",
+            "--rate paces requests or connections: use it with --mode rr or connect",
+        );
+    }
+    let default_size = if args.mode == BenchMode::Stream {
+        64 * 1024
+    } else {
+        64
+    };
+    bench::Options {
+        host: args.host,
+        port: args.port,
+        family: Family::from_flags(args.ipv4, args.ipv6),
+        mode: args.mode,
+        connections: args.connections,
+        size: args.size.map_or(default_size, |s| s as usize),
+        duration: args.duration,
+        plain: args.plain,
+        json: args.json,
+        rate: args.rate,
+        interval: args.interval,
+        warmup: args.warmup,
+        hist: args.hist,
+        plot: args.plot,
     }
 }
 

@@ -340,7 +340,10 @@ fn hist_and_plot_files_are_well_formed() {
         "latency by percentile",
         "latency over time",
         "99.99%",
-        "latency (ms)",
+        "99.9%",
+        "latency (ms, log scale)",
+        "rr against 127.0.0.1",
+        "closed loop",
     ] {
         assert!(svg.contains(label), "plot lacks {label:?}");
     }

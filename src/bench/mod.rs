@@ -12,6 +12,7 @@ mod report;
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{BenchArgs, BenchMode};
+use crate::cli::BenchMode;
 use crate::echo::Echo;
 use crate::output::write_out;
 use crate::stop::{ExitNow, Next, Request, Requests};
@@ -54,32 +55,6 @@ pub struct Options {
     pub plot: Option<PathBuf>,
 }
 
-impl From<BenchArgs> for Options {
-    fn from(args: BenchArgs) -> Self {
-        let default_size = if args.mode == BenchMode::Stream {
-            64 * 1024
-        } else {
-            64
-        };
-        Options {
-            host: args.host,
-            port: args.port,
-            family: crate::addr::Family::from_flags(args.ipv4, args.ipv6),
-            mode: args.mode,
-            connections: args.connections,
-            size: args.size.map_or(default_size, |s| s as usize),
-            duration: args.duration,
-            plain: args.plain,
-            json: args.json,
-            rate: args.rate,
-            interval: args.interval,
-            warmup: args.warmup,
-            hist: args.hist,
-            plot: args.plot,
-        }
-    }
-}
-
 /// Measures, prints the report, writes the files asked for; a deliberate second stop request
 /// calls `exit_now`.
 pub fn run(options: Options, exit_now: ExitNow) -> Result<()> {
@@ -110,12 +85,7 @@ pub fn run(options: Options, exit_now: ExitNow) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &options.plot {
-        let title = format!(
-            "tcpdemo bench --mode {} against {}:{}",
-            report::mode_name(options.mode),
-            options.host,
-            options.port
-        );
+        let title = report.title(&options);
         let svg = export::plot::svg(&title, &report.total.latency, &report.intervals)?;
         fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -157,13 +127,62 @@ pub(crate) fn measure(
     stop: &AtomicBool,
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Result<Report> {
-    // Resolve and reach the server once: a server that is not there is one clear error, not
-    // thousands, and workers connect to the address that worked without resolving again.
+    let addr = reach(options)?;
+    let echo = if options.plain {
+        Echo::Plain
+    } else {
+        Echo::Uppercase
+    };
+    let pattern = Pattern::new(options.size.max(READ_BUF), echo);
+    let progress = Progress::default();
+    let start = Instant::now();
+    let measure_from = start + options.warmup;
+    let recording = Recording::new(measure_from, options.rate.is_some());
+    let run = Run {
+        addr,
+        size: options.size,
+        pattern: &pattern,
+        start,
+        deadline: measure_from + options.duration,
+        stop,
+        recording: &recording,
+        progress: &progress,
+        rate: options.rate,
+        workers: options.connections,
+    };
+    let (lags, watched) = run_workers(options, &run, on_interval)?;
+    let mut total = recording.total();
+    if options.mode == BenchMode::Stream {
+        total.latency.reset();
+    }
+    let report = Report {
+        elapsed: watched.ended.saturating_duration_since(measure_from),
+        total,
+        pace: options.rate.map(|target| Pace { target, lag: lags }),
+        open: Open {
+            peak: progress.peak_open.load(Ordering::Relaxed),
+            after_warmup: watched.open_after_warmup,
+        },
+        cpu: watched
+            .cpu_at_start
+            .zip(platform::cpu_time())
+            .map(|(before, after)| after.saturating_sub(before)),
+        intervals: watched.intervals,
+        interrupted: stop.load(Ordering::Relaxed),
+    };
+    if let Some(short) = report.connections_short(options) {
+        log::warn!("{short}");
+    }
+    Ok(report)
+}
+
+/// Resolves and reaches the server once: a server that is not there is one clear error, not
+/// thousands, and workers connect to the address that worked without resolving again.
+fn reach(options: &Options) -> Result<SocketAddr> {
     let probe = client::connect(&options.host, options.port, options.family, IO_TIMEOUT)?;
     let addr = probe
         .peer_addr()
         .context("cannot read the server's address")?;
-    drop(probe);
     log::info!(
         "measuring {addr}: {} mode, {} {}, {:?}{}",
         report::mode_name(options.mode),
@@ -174,37 +193,23 @@ pub(crate) fn measure(
             .rate
             .map_or(String::new(), |r| format!(", open loop at {r}/s"))
     );
+    Ok(addr)
+}
 
-    let echo = if options.plain {
-        Echo::Plain
-    } else {
-        Echo::Uppercase
-    };
-    let pattern = Pattern::new(options.size.max(READ_BUF), echo);
-    let progress = Progress::default();
-    let start = Instant::now();
-    let measure_from = start + options.warmup;
-    let deadline = measure_from + options.duration;
-    let recording = Recording::new(measure_from, options.rate.is_some());
-    let run = Run {
-        addr,
-        size: options.size,
-        pattern: &pattern,
-        start,
-        deadline,
-        stop,
-        recording: &recording,
-        progress: &progress,
-        rate: options.rate,
-        workers: options.connections,
-    };
+/// Starts a worker per connection, watches them to the end of the run, and returns their lag
+/// and what the watch saw.
+fn run_workers(
+    options: &Options,
+    run: &Run,
+    on_interval: &mut dyn FnMut(&Interval),
+) -> Result<(Lag, Watched)> {
+    let measure_from = run.deadline - options.duration;
     // Taken before the workers start: thousands of them take a while to start, and work
     // meanwhile.
     let cpu_at_start = options.warmup.is_zero().then(platform::cpu_time).flatten();
     let (lags, watched) = thread::scope(|scope| -> Result<_> {
         let mut handles = Vec::new();
         for worker in 0..options.connections {
-            let run = &run;
             let work = move || match options.mode {
                 BenchMode::Rr => modes::request_response(run, worker),
                 BenchMode::Stream => modes::stream(run, worker),
@@ -217,45 +222,15 @@ pub(crate) fn measure(
                 .context("cannot start a worker thread")?;
             handles.push(handle);
         }
-        let mut watched = watch(options, &run, &handles, cpu_at_start, on_interval);
+        let mut watched = watch(options, run, &handles, cpu_at_start, on_interval);
         let lags: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
         // The run's real length: replies in flight at the deadline, and a stop, end it later
         // or sooner than planned, and every rate divides by what it really took.
         watched.ended = Instant::now().max(measure_from);
-        finish(options, &run, &mut watched, on_interval);
+        finish(options, run, &mut watched, on_interval);
         Ok((lags, watched))
     })?;
-    let lag = combine(lags)?;
-    let Watched {
-        intervals,
-        ended,
-        cpu_at_start,
-        open_after_warmup,
-        ..
-    } = watched;
-    let cpu = cpu_at_start
-        .zip(platform::cpu_time())
-        .map(|(before, after)| after.saturating_sub(before));
-    let mut total = recording.total();
-    if options.mode == BenchMode::Stream {
-        total.latency.reset();
-    }
-    let report = Report {
-        elapsed: ended.saturating_duration_since(measure_from),
-        total,
-        intervals,
-        pace: options.rate.map(|target| Pace { target, lag }),
-        open: Open {
-            peak: progress.peak_open.load(Ordering::Relaxed),
-            after_warmup: open_after_warmup,
-        },
-        cpu,
-        interrupted: stop.load(Ordering::Relaxed),
-    };
-    if let Some(short) = report.connections_short(options) {
-        log::warn!("{short}");
-    }
-    Ok(report)
+    Ok((combine(lags)?, watched))
 }
 
 /// The workers' lags in one: the furthest behind, and everything unsent. A worker that
@@ -291,28 +266,27 @@ fn watch<T>(
     options: &Options,
     run: &Run,
     workers: &[thread::ScopedJoinHandle<'_, T>],
-    mut cpu_at_start: Option<Duration>,
+    cpu_at_start: Option<Duration>,
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Watched {
     let every = options
         .interval
         .unwrap_or((options.duration / 20).clamp(PLOT_INTERVAL.0, PLOT_INTERVAL.1));
     let measure_from = run.deadline - options.duration;
-    let mut stderr = io::stderr();
-    let progress_line = options.interval.is_none() && stderr.is_terminal();
-    let mut intervals = Vec::new();
-    let mut last = measure_from;
+    let mut progress = ProgressLine::new(options, run);
+    let mut watched = Watched {
+        intervals: Vec::new(),
+        last: measure_from,
+        // Set once the workers have finished.
+        ended: measure_from,
+        cpu_at_start,
+        open_after_warmup: None,
+    };
     let mut next = measure_from + every;
-    let mut next_progress = run.start + Duration::from_secs(1);
-    let running = || !workers.iter().all(|h| h.is_finished());
-    let mut open_after_warmup = None;
-    while running() {
-        // Without a progress line its clock is no reason to wake: a past one would spin.
-        let mut wake = next.min(run.deadline);
-        if progress_line {
-            wake = wake.min(next_progress);
-        }
-        if !options.warmup.is_zero() && cpu_at_start.is_none() {
+    let mut warmed_up = options.warmup.is_zero();
+    while !workers.iter().all(|h| h.is_finished()) {
+        let mut wake = next.min(run.deadline).min(progress.due());
+        if !warmed_up {
             wake = wake.min(measure_from);
         }
         let now = Instant::now();
@@ -320,50 +294,75 @@ fn watch<T>(
             thread::sleep((wake - now).min(Duration::from_millis(50)));
         }
         let now = Instant::now();
-        if cpu_at_start.is_none() && now >= measure_from {
-            cpu_at_start = platform::cpu_time();
-            open_after_warmup = Some(run.progress.open.load(Ordering::Relaxed));
+        if !warmed_up && now >= measure_from {
+            warmed_up = true;
+            watched.cpu_at_start = platform::cpu_time();
+            watched.open_after_warmup = Some(run.progress.open.load(Ordering::Relaxed));
         }
-        let stopping = run.stop.load(Ordering::Relaxed) || now >= run.deadline;
         // The last interval is taken once the workers are done (`finish`), so that what
         // completes after the deadline (a reply in flight, an open loop catching up) is in one.
-        if now >= next && !stopping {
+        if run.stop.load(Ordering::Relaxed) || now >= run.deadline {
+            break;
+        }
+        if now >= next {
+            let stats = run.recording.take_interval();
             let interval = Interval::of(
-                &run.recording.take_interval(),
+                &stats,
                 now - measure_from,
-                (now - last).as_secs_f64(),
+                (now - watched.last).as_secs_f64(),
             );
             if options.interval.is_some() {
                 on_interval(&interval);
             }
-            intervals.push(interval);
-            last = now;
+            watched.intervals.push(interval);
+            watched.last = now;
             next += every;
         }
-        if progress_line && now >= next_progress {
-            let _ = write!(
-                stderr,
-                "\r{:5.1}s  {:>12} ops  {:>10.1} MiB received",
-                (now - run.start).as_secs_f64(),
-                run.progress.operations.load(Ordering::Relaxed),
-                run.progress.received.load(Ordering::Relaxed) as f64 / MIB
-            );
-            next_progress += Duration::from_secs(1);
-        }
-        if stopping {
-            break;
+        progress.draw(now, run);
+    }
+    progress.clear();
+    watched
+}
+
+/// The line on a terminal that shows a run going on, once a second, where no `--interval`
+/// lines do.
+struct ProgressLine {
+    /// When it is next due; `None` where it is not drawn.
+    next: Option<Instant>,
+}
+
+impl ProgressLine {
+    fn new(options: &Options, run: &Run) -> ProgressLine {
+        let drawn = options.interval.is_none() && io::stderr().is_terminal();
+        ProgressLine {
+            next: drawn.then(|| run.start + Duration::from_secs(1)),
         }
     }
-    if progress_line {
-        let _ = write!(stderr, "\r{:60}\r", "");
+
+    /// When it wants drawing; far off where it is not drawn (a past time would spin).
+    fn due(&self) -> Instant {
+        self.next
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
-    Watched {
-        intervals,
-        last,
-        // Set once the workers have finished.
-        ended: last,
-        cpu_at_start,
-        open_after_warmup,
+
+    fn draw(&mut self, now: Instant, run: &Run) {
+        let Some(next) = self.next.filter(|&next| now >= next) else {
+            return;
+        };
+        let _ = write!(
+            io::stderr(),
+            "\r{:5.1}s  {:>12} ops  {:>10.1} MiB received",
+            (now - run.start).as_secs_f64(),
+            run.progress.operations.load(Ordering::Relaxed),
+            run.progress.received.load(Ordering::Relaxed) as f64 / MIB
+        );
+        self.next = Some(next + Duration::from_secs(1));
+    }
+
+    fn clear(&self) {
+        if self.next.is_some() {
+            let _ = write!(io::stderr(), "\r{:60}\r", "");
+        }
     }
 }
 

@@ -322,38 +322,8 @@ pub fn stream(run: &Run, worker: u32) -> Lag {
         let writer = thread::Builder::new()
             .name("bench-send".into())
             .stack_size(WORKER_STACK)
-            .spawn_scoped(scope, || {
-                let mut sent = 0u64;
-                loop {
-                    if !run.going() {
-                        break conn.shutdown(Shutdown::Write).map(|()| sent);
-                    }
-                    let data = run.pattern.send(sent, run.size);
-                    if let Err(e) = stall::write_all(conn, data, Some(IO_TIMEOUT)) {
-                        break Err(stalled_write(e));
-                    }
-                    sent += run.size as u64;
-                    run.recording.moved(id, 1, run.size as u64, 0);
-                    run.progress.operations.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        let mut buf = vec![0; READ_BUF];
-        let mut received = 0u64;
-        let reading = loop {
-            match run.pattern.read_checked(conn, &mut buf, received) {
-                Ok(0) => break Ok(received),
-                Ok(n) => {
-                    received += n as u64;
-                    run.recording.moved(id, 0, 0, n as u64);
-                    run.progress.received.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    // Unblock the writer, which may be stuck on a server that stopped reading.
-                    let _ = conn.shutdown(Shutdown::Both);
-                    break Err(e);
-                }
-            }
-        };
+            .spawn_scoped(scope, || send_stream(run, id, conn));
+        let reading = receive_stream(run, id, conn);
         let write_result = match writer {
             // A panic is a bug, not a failed write: it ends the run (see `measure`).
             Ok(handle) => handle
@@ -370,4 +340,40 @@ pub fn stream(run: &Run, worker: u32) -> Lag {
         (Ok(_), Err(e)) => run.recording.error(id, &e),
     }
     Lag::default()
+}
+
+/// Stream mode's sending half: `size`-byte writes as fast as the server takes them, until the
+/// run ends; then a half-close. Returns the bytes sent.
+fn send_stream(run: &Run, id: usize, conn: &TcpStream) -> io::Result<u64> {
+    let mut sent = 0u64;
+    while run.going() {
+        let data = run.pattern.send(sent, run.size);
+        stall::write_all(conn, data, Some(IO_TIMEOUT)).map_err(stalled_write)?;
+        sent += run.size as u64;
+        run.recording.moved(id, 1, run.size as u64, 0);
+        run.progress.operations.fetch_add(1, Ordering::Relaxed);
+    }
+    conn.shutdown(Shutdown::Write).map(|()| sent)
+}
+
+/// Stream mode's receiving half: reads and checks the echo to the server's close. Returns the
+/// bytes received.
+fn receive_stream(run: &Run, id: usize, conn: &TcpStream) -> io::Result<u64> {
+    let mut buf = vec![0; READ_BUF];
+    let mut received = 0u64;
+    loop {
+        match run.pattern.read_checked(conn, &mut buf, received) {
+            Ok(0) => return Ok(received),
+            Ok(n) => {
+                received += n as u64;
+                run.recording.moved(id, 0, 0, n as u64);
+                run.progress.received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Unblock the writer, which may be stuck on a server that stopped reading.
+                let _ = conn.shutdown(Shutdown::Both);
+                return Err(e);
+            }
+        }
+    }
 }

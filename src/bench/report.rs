@@ -207,7 +207,74 @@ impl Report {
         ))
     }
 
+    /// The report a person reads: a heading, then a row a figure, then the notes.
     pub fn to_table(&self, options: &Options) -> String {
+        let mut rows = vec![self.operations_row(options)];
+        if options.mode != BenchMode::Connect {
+            let mut open = format!("{} at most", thousands(self.open.peak));
+            if let Some(n) = self.open.after_warmup {
+                open += &format!(", {} when the warm-up ended", thousands(n));
+            }
+            rows.push(("open", open));
+        }
+        rows.push((
+            "throughput",
+            format!(
+                "sent {:.1} MiB/s, received {:.1} MiB/s",
+                self.per_second(self.total.sent) / MIB,
+                self.per_second(self.total.received) / MIB
+            ),
+        ));
+        for (name, service) in [("latency", false), ("service time", true)] {
+            let cells: Vec<String> = self
+                .latency_micros(service)
+                .into_iter()
+                .map(|(name, us)| format!("{name} {}", micros(us)))
+                .collect();
+            if !cells.is_empty() {
+                rows.push((name, cells.join("  ")));
+            }
+        }
+        rows.push(("errors", self.errors_cell()));
+        if let Some(us) = self.cpu_per_operation() {
+            let share = self.cpu.unwrap_or_default().as_secs_f64() / self.elapsed.as_secs_f64();
+            let per = operation_name(options.mode).trim_end_matches('s');
+            let cell = format!(
+                "{} per {per} ({:.0}% of one core)",
+                micros(us),
+                share * 100.0
+            );
+            rows.push(("bench CPU", cell));
+        }
+        let mut out = self.heading(options);
+        for (name, cell) in rows {
+            let _ = writeln!(out, "  {name:<12} {cell}");
+        }
+        for note in self.notes(options) {
+            let _ = writeln!(out, "  note: {note}");
+        }
+        out
+    }
+
+    /// What was run, for a picture's title: mode, connections, size and the loop.
+    pub fn title(&self, options: &Options) -> String {
+        let pace = match self.pace {
+            Some(pace) => format!("open loop at {}/s", thousands(pace.target as u64)),
+            None => "closed loop".into(),
+        };
+        format!(
+            "tcpdemo bench --mode {} against {}:{}: {} {}, {} bytes, {pace}",
+            mode_name(options.mode),
+            options.host,
+            options.port,
+            thousands(u64::from(options.connections)),
+            connections_name(options.mode, options.connections),
+            thousands(options.size as u64),
+        )
+    }
+
+    /// What was run, against what, for how long.
+    fn heading(&self, options: &Options) -> String {
         let mut out = format!(
             "{} against {}:{}: {} {}, {} bytes, {:.1}s",
             mode_name(options.mode),
@@ -225,67 +292,30 @@ impl Report {
             out += " (interrupted)";
         }
         out.push('\n');
-        let what = operation_name(options.mode);
-        let _ = writeln!(
-            out,
-            "  {what:<12} {} ({}/s)",
+        out
+    }
+
+    fn operations_row(&self, options: &Options) -> (&'static str, String) {
+        let cell = format!(
+            "{} ({}/s)",
             thousands(self.total.operations),
             thousands(self.per_second(self.total.operations).round() as u64)
         );
-        if options.mode != BenchMode::Connect {
-            let _ = write!(
-                out,
-                "  {:<12} {} at most",
-                "open",
-                thousands(self.open.peak)
-            );
-            if let Some(n) = self.open.after_warmup {
-                let _ = write!(out, ", {} when the warm-up ended", thousands(n));
-            }
-            out.push('\n');
-        }
-        let _ = writeln!(
-            out,
-            "  {:<12} sent {:.1} MiB/s, received {:.1} MiB/s",
-            "throughput",
-            self.per_second(self.total.sent) / MIB,
-            self.per_second(self.total.received) / MIB
-        );
-        for (row, service) in [("latency", false), ("service time", true)] {
-            let cells: Vec<String> = self
-                .latency_micros(service)
-                .into_iter()
-                .map(|(name, us)| format!("{name} {}", micros(us)))
-                .collect();
-            if !cells.is_empty() {
-                let _ = writeln!(out, "  {row:<12} {}", cells.join("  "));
-            }
-        }
-        let _ = write!(out, "  {:<12} {}", "errors", thousands(self.total.errors()));
+        (operation_name(options.mode), cell)
+    }
+
+    /// The count of errors, then each kind that occurred.
+    fn errors_cell(&self) -> String {
+        let mut cell = thousands(self.total.errors());
         let kinds: Vec<String> = Failure::ALL
             .iter()
             .filter(|&&f| self.total.errors[f as usize] > 0)
-            .map(|&f| format!("{} {}", f.name(), self.total.errors[f as usize]))
+            .map(|&f| format!("{} {}", f.name(), thousands(self.total.errors[f as usize])))
             .collect();
         if !kinds.is_empty() {
-            let _ = write!(out, " ({})", kinds.join(", "));
+            cell += &format!(" ({})", kinds.join(", "));
         }
-        out.push('\n');
-        if let Some(us) = self.cpu_per_operation() {
-            let share = self.cpu.unwrap_or_default().as_secs_f64() / self.elapsed.as_secs_f64();
-            let _ = writeln!(
-                out,
-                "  {:<12} {} per {} ({:.0}% of one core)",
-                "bench CPU",
-                micros(us),
-                what.trim_end_matches('s'),
-                share * 100.0
-            );
-        }
-        for note in self.notes(options) {
-            let _ = writeln!(out, "  note: {note}");
-        }
-        out
+        cell
     }
 }
 

@@ -21,7 +21,7 @@ const LINES_PER_SECOND: u64 = 40;
 /// The budget of each quarter second.
 const LINES_PER_QUARTER: u64 = LINES_PER_SECOND / 4;
 /// How often `refill` is due.
-pub const QUARTER: Duration = Duration::from_millis(250);
+const QUARTER: Duration = Duration::from_millis(250);
 /// Repeated warnings are logged at most this often.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -103,6 +103,18 @@ impl Activity {
             size(echoed),
             thousands(open as u64),
         );
+    }
+}
+
+/// Runs the log's clock, forever: a new budget every quarter second, the summary every second
+/// (with `open()` connections open).
+pub fn keep_time(activity: &Activity, open: impl Fn() -> usize) {
+    loop {
+        for _ in 0..4 {
+            std::thread::sleep(QUARTER);
+            activity.refill();
+        }
+        activity.tick(open());
     }
 }
 

@@ -74,39 +74,15 @@ pub(crate) struct Summary {
 /// Binds, prints the `listening on` line, serves until a stop request, then drains; a
 /// deliberate second request calls `exit_now`.
 pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
-    match platform::raise_open_files() {
-        Ok(None) => {}
-        Ok(Some((before, after))) => {
-            debug!("open-file limit: {after} (was {before})");
-            if config.max_connections + SPARE_FDS > after {
-                warn!(
-                    "--max-connections {} exceeds what the open-file limit of {after} allows; \
-                     accepts will fail beyond about {} connections",
-                    config.max_connections,
-                    after.saturating_sub(SPARE_FDS)
-                );
-            }
-        }
-        Err(e) => warn!("cannot raise the open-file limit: {e}"),
-    }
+    raise_open_files(config.max_connections);
     let mut server = Server::bind(config)?;
     // Installed before the `listening on` line, so a signal sent as soon as it is read is handled.
     stop::on_stop_requests(server.stopper(), server.config.drain_delay, exit_now)?;
     let shared = Arc::clone(&server.shared);
     thread::Builder::new()
         .name("activity".into())
-        .spawn(move || {
-            loop {
-                for _ in 0..4 {
-                    thread::sleep(activity::QUARTER);
-                    shared.activity.refill();
-                }
-                let open = shared.lock().streams.len();
-                shared.activity.tick(open);
-            }
-        })
+        .spawn(move || activity::keep_time(&shared.activity, || shared.lock().streams.len()))
         .context("cannot start the activity thread")?;
-
     if let Some(health) = server.health.take() {
         info!(
             "health check on http://{}/",
@@ -116,24 +92,7 @@ pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
         );
         health::serve(health, &server.shared)?;
     }
-
-    let listening = server.local_addr();
-    if server.config.proxy_protocol
-        && server.config.proxy_from.is_empty()
-        && !listening.ip().is_loopback()
-    {
-        warn!(
-            "--proxy-protocol believes every PROXY header: any client that reaches {listening} \
-             can claim any address; name the balancers with --proxy-from CIDR"
-        );
-    }
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", server.local_addr())
-        .and_then(|()| stdout.flush())
-        .context("cannot write to stdout")?;
-    drop(stdout);
-    platform::notify_service_manager(ServiceState::Ready);
-
+    server.announce()?;
     let summary = server.serve();
     info!(
         "shutdown: connections served: {}, bytes echoed: {}, cut at shutdown: {}",
@@ -142,6 +101,25 @@ pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
         thousands(summary.cut)
     );
     Ok(())
+}
+
+/// Raises the open-file limit as far as it goes, and says when `max_connections` is still
+/// beyond it.
+fn raise_open_files(max_connections: u64) {
+    match platform::raise_open_files() {
+        Ok(None) => {}
+        Ok(Some((before, after))) => {
+            debug!("open-file limit: {after} (was {before})");
+            if max_connections + SPARE_FDS > after {
+                warn!(
+                    "--max-connections {max_connections} exceeds what the open-file limit of \
+                     {after} allows; accepts will fail beyond about {} connections",
+                    after.saturating_sub(SPARE_FDS)
+                );
+            }
+        }
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 pub(crate) struct Server {
@@ -322,8 +300,25 @@ impl Server {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The `listening on` line (what scripts and tests wait for), and readiness to a service
+    /// manager; first, a warning if anyone may claim any address through a PROXY header.
+    fn announce(&self) -> Result<()> {
+        let listening = self.local_addr;
+        if self.config.proxy_protocol
+            && self.config.proxy_from.is_empty()
+            && !listening.ip().is_loopback()
+        {
+            warn!(
+                "--proxy-protocol believes every PROXY header: any client that reaches \
+                 {listening} can claim any address; name the balancers with --proxy-from CIDR"
+            );
+        }
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "listening on {listening}")
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")?;
+        platform::notify_service_manager(ServiceState::Ready);
+        Ok(())
     }
 
     /// Stops this server from another thread.

@@ -1,7 +1,9 @@
 //! `--plot FILE.svg`: what a person would rather look at than read. Above, the latency by
 //! percentile, the percentile axis scaled as HdrHistogram plots it (each step to the right a
 //! tenth of what is left: 90%, 99%, 99.9%, 99.99%); below, latency over time, per interval.
-//! Drawn with plotters' SVG backend, which needs no fonts: browsers render the text.
+//! Both latency axes are logarithmic, as HdrHistogram's plotter draws them, so one long
+//! outlier does not flatten everything else onto the zero line. Drawn with plotters' SVG
+//! backend, which needs no fonts: browsers render the text.
 
 use anyhow::{Result, anyhow};
 use hdrhistogram::Histogram;
@@ -17,13 +19,16 @@ fn percentile_at(x: f64) -> f64 {
     100.0 * (1.0 - 10f64.powf(-x))
 }
 
+/// One format for every percentile: as many decimals as it needs (`90%`, `99.9%`).
 fn label(x: &f64) -> String {
-    let p = percentile_at(*x);
-    if p < 99.0 {
-        format!("{p:.0}%")
-    } else {
-        format!("{p:.2}%")
-    }
+    let p = format!("{:.2}", percentile_at(*x));
+    format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// Milliseconds as the latency axis shows them: `0.05`, `1`, `250`.
+fn millis_label(ms: &f64) -> String {
+    let text = format!("{ms:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 pub fn svg(title: &str, latency: &Histogram<u64>, intervals: &[Interval]) -> Result<String> {
@@ -40,10 +45,18 @@ fn draw(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::with_string(svg, (1000, 900)).into_drawing_area();
     root.fill(&WHITE)?;
-    let root = root.titled(title, ("sans-serif", 22))?;
+    let root = root.titled(title, ("sans-serif", 20))?;
     let (upper, lower) = root.split_vertically(430);
+    by_percentile(&upper, latency)?;
+    over_time(&lower, intervals)?;
+    root.present()?;
+    Ok(())
+}
 
-    // Percentile spectrum, in milliseconds.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// The percentile spectrum, in milliseconds.
+fn by_percentile(area: &Area, latency: &Histogram<u64>) -> Result<(), Box<dyn std::error::Error>> {
     let points: Vec<(f64, f64)> = latency
         .iter_quantiles(5)
         .map(|step| {
@@ -51,35 +64,42 @@ fn draw(
             (-(1.0 - q).log10(), step.value_iterated_to() as f64 / 1e6)
         })
         .collect();
-    let top = headroom(points.iter().map(|p| p.1));
-    let mut chart =
-        frame(&upper, "latency by percentile").build_cartesian_2d(0f64..NINES, 0f64..top)?;
+    let (bottom, top) = log_range(points.iter().map(|p| p.1));
+    let mut chart = frame(area, "latency by percentile")
+        .build_cartesian_2d(0f64..NINES, (bottom..top).log_scale())?;
     chart
         .configure_mesh()
         .x_labels(5)
         .x_label_formatter(&label)
+        .y_label_formatter(&millis_label)
         .x_desc("percentile")
-        .y_desc("latency (ms)")
+        .y_desc("latency (ms, log scale)")
         .draw()?;
     chart.draw_series(LineSeries::new(points, BLUE.stroke_width(2)))?;
+    Ok(())
+}
 
-    // Latency over time.
+/// p50, p99 and max of each interval, max first so that p50 is drawn on top.
+fn over_time(area: &Area, intervals: &[Interval]) -> Result<(), Box<dyn std::error::Error>> {
     let end = intervals
         .last()
         .map_or(1.0, |i| i.end.as_secs_f64())
         .max(0.001);
-    let top = headroom(
+    let (bottom, top) = log_range(
         intervals
             .iter()
-            .filter_map(|i| i.latency.map(|l| l[2] as f64 / 1e6)),
+            .filter_map(|i| i.latency)
+            .flat_map(|l| l.map(|ns| ns as f64 / 1e6)),
     );
-    let mut chart = frame(&lower, "latency over time").build_cartesian_2d(0f64..end, 0f64..top)?;
+    let mut chart = frame(area, "latency over time")
+        .build_cartesian_2d(0f64..end, (bottom..top).log_scale())?;
     chart
         .configure_mesh()
+        .y_label_formatter(&millis_label)
         .x_desc("time since measuring began (s)")
-        .y_desc("latency (ms)")
+        .y_desc("latency (ms, log scale)")
         .draw()?;
-    for (index, name, color) in [(0, "p50", GREEN), (1, "p99", BLUE), (2, "max", RED)] {
+    for (index, name, color) in [(2, "max", RED), (1, "p99", BLUE), (0, "p50", GREEN)] {
         let series = intervals.iter().filter_map(|i| {
             i.latency
                 .map(|l| (i.end.as_secs_f64(), l[index] as f64 / 1e6))
@@ -91,10 +111,10 @@ fn draw(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
@@ -113,9 +133,13 @@ fn frame<'a, 'b, DB: DrawingBackend>(
     builder
 }
 
-/// The top of a latency axis: the largest value and a tenth more, never zero.
-fn headroom(values: impl Iterator<Item = f64>) -> f64 {
-    values.fold(0.0, f64::max).max(0.001) * 1.1
+/// A log latency axis around `values` (ms): from a little below the least to a little above
+/// the largest, never zero.
+fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (least, most) = values.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let least = if least.is_finite() { least } else { 0.001 };
+    let bottom = (least * 0.8).max(0.000_1);
+    (bottom, most.max(bottom * 10.0) * 1.25)
 }
 
 #[cfg(test)]
@@ -126,7 +150,10 @@ mod tests {
     fn the_percentile_axis_reads_as_nines() {
         assert_eq!(label(&0.0), "0%");
         assert_eq!(label(&1.0), "90%");
-        assert_eq!(label(&3.0), "99.90%");
+        assert_eq!(label(&2.0), "99%");
+        assert_eq!(label(&3.0), "99.9%");
         assert_eq!(label(&4.0), "99.99%");
+        assert_eq!(millis_label(&0.05), "0.05");
+        assert_eq!(millis_label(&250.0), "250");
     }
 }
