@@ -65,9 +65,31 @@ fn the_man_page_covers_every_subcommand_and_flag() {
         "drain\\-delay",
         "rate",
         "log\\-format",
+        // The long explanations, not only synopsis and options.
+        "More on tcpdemo server",
+        "Operating limits",
+        "More on tcpdemo client",
+        "More on tcpdemo bench",
+        "coordinated omission",
+        "EXAMPLES AND EXIT STATUS",
+        "\\-w SECS",
     ] {
         assert!(page.contains(needle), "man page lacks {needle:?}");
     }
+}
+
+#[test]
+fn help_with_a_subcommand_gives_the_long_story_and_short_help_points_to_it() {
+    let long = tcpdemo_cmd().args(["help", "server"]).output().unwrap();
+    let long = String::from_utf8(long.stdout).unwrap();
+    assert!(
+        long.contains("Operating limits") && long.contains("SIGHUP"),
+        "{long}"
+    );
+    let short = tcpdemo_cmd().args(["server", "-h"]).output().unwrap();
+    let short = String::from_utf8(short.stdout).unwrap();
+    assert!(!short.contains("Operating limits"), "{short}");
+    assert!(short.contains("tcpdemo help server"), "{short}");
 }
 
 #[test]

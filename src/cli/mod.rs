@@ -1,4 +1,7 @@
-//! The command line: every flag, its default and its help text, in one place.
+//! The command line: every flag, its default and its help text, in one place; `long_help.rs`
+//! holds each subcommand's longer explanation.
+
+mod long_help;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +16,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
     version,
     propagate_version = true,
     about = "A TCP server that uppercases what it receives and echoes it back, its client, and a load generator",
-    after_help = "Examples:\n  tcpdemo server --port 1234\n  tcpdemo client \"Hello, Server!\"\n  producer | tcpdemo client > out\n  tcpdemo bench --mode rr --connections 50"
+    after_help = "Examples:\n  tcpdemo server --port 1234\n  tcpdemo client \"Hello, Server!\"\n  producer | tcpdemo client > out\n  tcpdemo bench --mode rr --connections 50",
+    after_long_help = long_help::TOP
 )]
 pub struct Cli {
     /// More log output, anywhere on the line: the server logs every connection's lines at any rate, and health checks; the client and bench say what they do (the address, bytes, time). -vv more. RUST_LOG overrides
@@ -59,6 +63,7 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     clap_mangen::Man::new(command.clone()).render(&mut rendered)?;
     // The title first, then the string definitions clap_mangen puts before it.
     let rendered = String::from_utf8_lossy(&rendered);
+    let rendered = rendered.replace(".SH EXTRA", ".SH \"EXAMPLES AND EXIT STATUS\"");
     let (title, rest): (Vec<&str>, Vec<&str>) =
         rendered.lines().partition(|l| l.starts_with(".TH"));
     let mut page = Vec::new();
@@ -76,9 +81,11 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
         let mut part = Vec::new();
         man.render_synopsis_section(&mut part)?;
         man.render_options_section(&mut part)?;
+        man.render_extra_section(&mut part)?;
         let part = String::from_utf8_lossy(&part)
             .replace(".SH SYNOPSIS", &format!(".SH \"{}\"", name.to_uppercase()))
-            .replace(".SH OPTIONS", &format!(".SS \"Options of {name}\""));
+            .replace(".SH OPTIONS", &format!(".SS \"Options of {name}\""))
+            .replace(".SH EXTRA", &format!(".SS \"More on {name}\""));
         page.extend_from_slice(part.as_bytes());
         if let Some(about) = sub.get_about() {
             page.extend_from_slice(format!(".PP\n{about}\n").as_bytes());
@@ -158,7 +165,8 @@ pub enum Command {
     /// Accept connections and echo every byte back, ASCII-uppercased
     #[command(
         display_name = "tcpdemo",
-        after_help = "Example:\n  tcpdemo server --port 0    # picks a free port and prints it"
+        after_help = "Example:\n  tcpdemo server --port 0    # picks a free port and prints it\n\nMore: tcpdemo help server, or man tcpdemo",
+        after_long_help = long_help::SERVER
     )]
     Server(ServerArgs),
 
@@ -167,14 +175,18 @@ pub enum Command {
         display_name = "tcpdemo",
         after_help = "A message that starts with '-' goes after '--': tcpdemo client -- -x\n\n\
                             Examples:\n  tcpdemo client \"Hello, Server!\"\n  \
-                            tcpdemo client < file > out\n  printf 'abc' | tcpdemo client"
+                            tcpdemo client < file > out\n  printf 'abc' | tcpdemo client\n\n\
+                            More: tcpdemo help client, or man tcpdemo",
+        after_long_help = long_help::CLIENT
     )]
     Client(ClientArgs),
 
     /// Measure an echo server: requests/s and latency, throughput, or connections/s
     #[command(
         display_name = "tcpdemo",
-        after_help = "Example:\n  tcpdemo bench --mode rr --connections 50 --size 64 --duration 5"
+        after_help = "Example:\n  tcpdemo bench --mode rr --connections 50 --size 64 --duration 5\n\n\
+                      More: tcpdemo help bench, or man tcpdemo",
+        after_long_help = long_help::BENCH
     )]
     Bench(BenchArgs),
 
