@@ -100,6 +100,9 @@ fn at_max_connections_a_new_client_waits_and_is_served_when_a_slot_frees() {
 #[test]
 fn idle_timeout_closes_a_silent_connection_but_not_a_slow_one() {
     let server = Server::start(&["--idle-timeout", "1"]);
+    // Timed from before the connect: the server's clock starts later, so however late this
+    // thread runs, the close cannot seem early.
+    let started = Instant::now();
     let mut silent = server.connect();
     let mut slow = server.connect();
     let trickle = thread::spawn(move || {
@@ -115,7 +118,6 @@ fn idle_timeout_closes_a_silent_connection_but_not_a_slow_one() {
         echoed
     });
 
-    let started = Instant::now();
     assert_eq!(
         read_upto(&mut silent, 1, Duration::from_secs(10)),
         b"",
@@ -428,16 +430,20 @@ fn out_of_descriptors_the_server_pauses_warns_rarely_and_resumes_by_itself() {
         server.log.text()
     );
     let cpu_before = server.cpu_time();
+    let sat = Instant::now();
     thread::sleep(Duration::from_secs(2)); // let the server sit out of descriptors for a while
     let cpu_used = server.cpu_time() - cpu_before;
     assert!(
         cpu_used < Duration::from_millis(500),
         "spinning: {cpu_used:?} of CPU in 2 s"
     );
-    let warnings = server.log.text().matches("accept failed").count();
+    // At most one a second, counted over the time that really passed on a loaded machine.
+    let warnings = server.log.text().matches("accept failed").count() as u64;
+    let allowed = sat.elapsed().as_secs() + 2;
     assert!(
-        warnings <= 4,
-        "{warnings} accept warnings in about 2 s:\n{}",
+        warnings <= allowed,
+        "{warnings} accept warnings in {:?}:\n{}",
+        sat.elapsed(),
         server.log.text()
     );
 
@@ -584,17 +590,23 @@ fn out_of_threads_the_server_stops_accepting_for_a_moment_and_drops_no_one() {
         "{}",
         server.log.text()
     );
+    let sat = Instant::now();
     thread::sleep(Duration::from_secs(2)); // let it sit at the limit for a while
-    let warnings = server.log.text().matches("cannot start a thread").count();
+    let warnings = server.log.text().matches("cannot start a thread").count() as u64;
+    let allowed = sat.elapsed().as_secs() + 2;
     assert!(
-        warnings <= 4,
-        "{warnings} warnings in about 2 s:\n{}",
+        warnings <= allowed,
+        "{warnings} warnings in {:?}:\n{}",
+        sat.elapsed(),
         server.log.text()
     );
-    // Some were served; the rest wait, none was accepted and dropped.
+    // Some were served; the rest wait, none was accepted and dropped. The first client is
+    // surely served, however long a loaded machine takes; a served one read as waiting here
+    // is still checked below.
     let (mut served, mut waiting) = (Vec::new(), Vec::new());
-    for mut stream in clients {
-        match read_upto(&mut stream, 1, Duration::from_millis(100)).as_slice() {
+    for (i, mut stream) in clients.into_iter().enumerate() {
+        let wait = if i == 0 { 10_000 } else { 100 };
+        match read_upto(&mut stream, 1, Duration::from_millis(wait)).as_slice() {
             b"X" => served.push(stream),
             b"" => waiting.push(stream),
             other => panic!("unexpected reply {other:?}"),
