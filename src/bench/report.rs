@@ -262,29 +262,12 @@ impl Report {
             Some(pace) => format!("open loop at {}/s", thousands(pace.target as u64)),
             None => "closed loop".into(),
         };
-        format!(
-            "tcpdemo bench --mode {} against {}:{}: {} {}, {} bytes, {pace}",
-            mode_name(options.mode),
-            options.host,
-            options.port,
-            thousands(u64::from(options.connections)),
-            connections_name(options.mode, options.connections),
-            thousands(options.size as u64),
-        )
+        format!("tcpdemo bench --mode {}, {pace}", what_ran(options))
     }
 
     /// What was run, against what, for how long.
     fn heading(&self, options: &Options) -> String {
-        let mut out = format!(
-            "{} against {}:{}: {} {}, {} bytes, {:.1}s",
-            mode_name(options.mode),
-            options.host,
-            options.port,
-            thousands(u64::from(options.connections)),
-            connections_name(options.mode, options.connections),
-            thousands(options.size as u64),
-            self.elapsed.as_secs_f64()
-        );
+        let mut out = format!("{}, {:.1}s", what_ran(options), self.elapsed.as_secs_f64());
         if let Some(pace) = self.pace {
             let _ = write!(out, ", open loop at {}/s", thousands(pace.target as u64));
         }
@@ -317,6 +300,19 @@ impl Report {
         }
         cell
     }
+}
+
+/// `rr against localhost:1234: 50 connections, 64 bytes`.
+fn what_ran(options: &Options) -> String {
+    format!(
+        "{} against {}:{}: {} {}, {} bytes",
+        mode_name(options.mode),
+        options.host,
+        options.port,
+        thousands(u64::from(options.connections)),
+        connections_name(options.mode, options.connections),
+        thousands(options.size as u64),
+    )
 }
 
 /// µs below a millisecond, ms above, plain ASCII.
