@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 /// without finishing fails with `TimedOut`.
 pub fn write_all(mut out: impl Write, mut buf: &[u8], timeout: Option<Duration>) -> io::Result<()> {
     while !buf.is_empty() {
-        let started = Instant::now();
+        // Without a timeout there is nothing to time: the data path pays for no clock.
+        let started = timeout.map(|t| (Instant::now(), t));
         match out.write(buf) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) if n < buf.len() && timeout.is_some_and(|t| started.elapsed() >= t) => {
+            Ok(n) if n < buf.len() && started.is_some_and(|(at, t)| at.elapsed() >= t) => {
                 return Err(io::Error::new(ErrorKind::TimedOut, "peer stopped reading"));
             }
             Ok(n) => buf = &buf[n..],

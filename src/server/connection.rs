@@ -66,9 +66,11 @@ impl Connection {
             }
         }
         let (id, who) = (self.id, Who(self.peer, self.via));
-        let via = self.via.map(|v| v.to_string());
+        // Formatted only for a line that is written, like the rest of it.
+        let proxy = self.via;
+        let via = move || proxy.map(|v| v.to_string());
         if self.shared.activity.opened() {
-            info!(conn = id, peer:% = self.peer, via = via; "#{id} {who}: connected");
+            info!(conn = id, peer:% = self.peer, via = via(); "#{id} {who}: connected");
         }
         let result = self.echo(settings, &mut first);
         let (level, reason) = if self.shared.phase() == Phase::Cutting {
@@ -90,7 +92,7 @@ impl Connection {
         let routine_logged = self.shared.activity.closed(echoed);
         match level {
             Level::Info if routine_logged => info!(
-                conn = id, peer:% = self.peer, via = via, bytes = echoed,
+                conn = id, peer:% = self.peer, via = via(), bytes = echoed,
                 duration_us = took.as_micros() as u64, reason:% = reason; "{}", line()
             ),
             Level::Info => {}
