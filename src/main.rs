@@ -108,7 +108,11 @@ fn bench_options(args: BenchArgs) -> bench::Options {
         connections: args.connections,
         size: args.size.map_or(default_size, |s| s as usize),
         duration: args.duration,
-        plain: args.plain,
+        echo: if args.plain {
+            Echo::Plain
+        } else {
+            Echo::Uppercase
+        },
         json: args.json,
         rate: args.rate,
         interval: args.interval,

@@ -44,7 +44,8 @@ pub struct Options {
     pub connections: u32,
     pub size: usize,
     pub duration: Duration,
-    pub plain: bool,
+    /// The echo the server is expected to give.
+    pub echo: Echo,
     pub json: bool,
     /// Operations per second in all: an open loop.
     pub rate: Option<f64>,
@@ -128,12 +129,7 @@ pub(crate) fn measure(
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Result<Report> {
     let addr = reach(options)?;
-    let echo = if options.plain {
-        Echo::Plain
-    } else {
-        Echo::Uppercase
-    };
-    let pattern = Pattern::new(options.size.max(READ_BUF), echo);
+    let pattern = Pattern::new(options.size.max(READ_BUF), options.echo);
     let progress = Progress::default();
     let start = Instant::now();
     let measure_from = start + options.warmup;

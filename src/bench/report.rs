@@ -365,7 +365,7 @@ mod tests {
             connections,
             size: 64,
             duration: Duration::from_secs(1),
-            plain: false,
+            echo: crate::echo::Echo::Uppercase,
             json: false,
             rate: None,
             interval: None,

@@ -40,9 +40,7 @@ pub fn serve(listener: TcpListener, shared: &Arc<Shared>) -> Result<()> {
             .spawn(move || {
                 loop {
                     match listener.accept() {
-                        Ok((stream, peer)) => {
-                            answer(stream, peer, shared.phase() >= Phase::Draining);
-                        }
+                        Ok((stream, peer)) => answer(stream, peer, &shared),
                         // Out of descriptors, say: the echo port's warnings tell.
                         Err(e) => {
                             debug!("health check: accept failed: {e}");
@@ -65,7 +63,7 @@ struct Response {
     head_only: bool,
 }
 
-fn answer(stream: TcpStream, peer: SocketAddr, draining: bool) {
+fn answer(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let deadline = Instant::now() + DEADLINE;
     let request = match read_head(&stream, deadline) {
         Ok(request) => request,
@@ -75,7 +73,8 @@ fn answer(stream: TcpStream, peer: SocketAddr, draining: bool) {
         }
     };
     let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let response = respond(&request, draining);
+    // Read once the request is in (up to 2 s after accept): a stop may have come meanwhile.
+    let response = respond(&request, shared.phase() >= Phase::Draining);
     debug!(
         "health check from {peer}: \"{}\": {}",
         line.trim_ascii().escape_ascii(),

@@ -131,6 +131,8 @@ pub(crate) struct Server {
     shared: Arc<Shared>,
     waker: Arc<Waker>,
     workers: Workers,
+    /// Out of threads: one warning a second however many connections wait for one.
+    thread_warning: RateLimit,
 }
 
 /// A server's life, in order: serving; draining (the first stop request with `--drain-delay`:
@@ -297,6 +299,7 @@ impl Server {
             shared: Arc::new(Shared::new(proxy_from)),
             waker: Arc::new(Waker::new().context("cannot set up the stop")?),
             workers: Workers::new(STACK_SIZE, THREAD_KEEP_ALIVE),
+            thread_warning: RateLimit::default(),
         })
     }
 
@@ -434,11 +437,10 @@ impl Server {
     /// descriptors, until a thread frees up or the server stops.
     fn start(&self, mut job: Job) {
         let mut refused: u64 = 0;
-        let warning = RateLimit::default();
         while let Err((e, back)) = self.workers.execute(job) {
             job = back;
             refused += 1;
-            warning.warn(|held_back| {
+            self.thread_warning.warn(|held_back| {
                 format!(
                     "cannot start a thread ({e}): not accepting until one frees up; clients \
                      wait in the listen queue{held_back}"
