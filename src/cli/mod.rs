@@ -78,8 +78,12 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
             .bin_name(name.clone())
             .display_name(name.clone());
         let man = clap_mangen::Man::new(sub.clone());
+        // Synopsis, what it does, its options, then the long story.
         let mut part = Vec::new();
         man.render_synopsis_section(&mut part)?;
+        if let Some(about) = sub.get_about() {
+            part.extend_from_slice(format!(".PP\n{about}\n").as_bytes());
+        }
         man.render_options_section(&mut part)?;
         man.render_extra_section(&mut part)?;
         let part = String::from_utf8_lossy(&part)
@@ -87,9 +91,6 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
             .replace(".SH OPTIONS", &format!(".SS \"Options of {name}\""))
             .replace(".SH EXTRA", &format!(".SS \"More on {name}\""));
         page.extend_from_slice(part.as_bytes());
-        if let Some(about) = sub.get_about() {
-            page.extend_from_slice(format!(".PP\n{about}\n").as_bytes());
-        }
     }
     Ok(page)
 }
@@ -100,7 +101,7 @@ pub fn parse() -> Cli {
     let matches = command().get_matches_from(&args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(message) = netcat_mistake(&cli, &args) {
-        usage_error(subcommand_name(&cli.command), &message);
+        usage_error(matches.subcommand_name().unwrap_or_default(), &message);
     }
     cli
 }
@@ -115,16 +116,6 @@ pub fn usage_error(subcommand: &str, message: &str) -> ! {
     command
         .error(clap::error::ErrorKind::ArgumentConflict, message)
         .exit()
-}
-
-fn subcommand_name(command: &Command) -> &'static str {
-    match command {
-        Command::Server(_) => "server",
-        Command::Client(_) => "client",
-        Command::Bench(_) => "bench",
-        Command::Completions { .. } => "completions",
-        Command::Man => "man",
-    }
 }
 
 /// Netcat habits that mean something else here, with what to use instead.
