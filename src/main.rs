@@ -7,10 +7,12 @@ use anyhow::Context;
 use log::{LevelFilter, warn};
 
 use tcpdemo::addr::Family;
-use tcpdemo::cli::{self, BenchArgs, BenchMode, Cli, ClientArgs, Command, ServerArgs};
+use tcpdemo::cli::{
+    self, BenchArgs, BenchMode, Cli, ClientArgs, Command, ServerArgs, TlsClientArgs,
+};
 use tcpdemo::echo::Echo;
 use tcpdemo::output::write_out;
-use tcpdemo::{bench, client, logger, server};
+use tcpdemo::{bench, client, logger, server, tls};
 
 /// How long the last log lines may take to reach stderr at exit; a stderr nobody reads does
 /// not keep the process from exiting.
@@ -61,7 +63,33 @@ fn server_config(args: ServerArgs) -> server::Config {
         health_port: args.health_port,
         drain_delay: args.drain_delay,
         grace: args.grace,
+        tls: (args.tls
+            || args.tls_cert.is_some()
+            || args.tls_write_cert.is_some()
+            || args.tls_client_ca.is_some())
+        .then(|| tls::ServerOptions {
+            identity: args.tls_cert.zip(args.tls_key),
+            write_cert: args.tls_write_cert,
+            client_ca: args.tls_client_ca,
+        }),
     }
+}
+
+/// The client's and bench's TLS flags; any of them implies --tls.
+fn tls_client_options(args: TlsClientArgs, resume: bool) -> Option<tls::ClientOptions> {
+    let wanted = args.tls
+        || resume
+        || args.tls_ca.is_some()
+        || args.tls_server_name.is_some()
+        || args.tls_insecure
+        || args.tls_cert.is_some();
+    wanted.then(|| tls::ClientOptions {
+        ca: args.tls_ca,
+        server_name: args.tls_server_name,
+        insecure: args.tls_insecure,
+        identity: args.tls_cert.zip(args.tls_key),
+        resume,
+    })
 }
 
 fn client_options(args: ClientArgs) -> client::Options {
@@ -80,6 +108,7 @@ fn client_options(args: ClientArgs) -> client::Options {
         timeout: args.timeout,
         message,
         send_proxy: args.send_proxy,
+        tls: tls_client_options(args.tls, false),
         expect: match (args.plain, args.any_reply) {
             (_, true) => client::Expect::Any,
             (true, false) => client::Expect::Echo(Echo::Plain),
@@ -119,6 +148,7 @@ fn bench_options(args: BenchArgs) -> bench::Options {
         warmup: args.warmup,
         hist: args.hist,
         plot: args.plot,
+        tls: tls_client_options(args.tls, args.tls_resume),
     }
 }
 

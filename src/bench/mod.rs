@@ -14,6 +14,7 @@ use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -54,6 +55,8 @@ pub struct Options {
     pub warmup: Duration,
     pub hist: Option<PathBuf>,
     pub plot: Option<PathBuf>,
+    /// Speak TLS.
+    pub tls: Option<crate::tls::ClientOptions>,
 }
 
 /// Measures, prints the report, writes the files asked for; a deliberate second stop request
@@ -128,7 +131,11 @@ pub(crate) fn measure(
     stop: &AtomicBool,
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Result<Report> {
-    let addr = reach(options)?;
+    let tls = match &options.tls {
+        Some(tls) => Some(Arc::new(crate::tls::Client::new(tls, &options.host)?)),
+        None => None,
+    };
+    let addr = reach(options, tls.as_deref())?;
     let pattern = Pattern::new(options.size.max(READ_BUF), options.echo);
     let progress = Progress::default();
     let start = Instant::now();
@@ -145,6 +152,7 @@ pub(crate) fn measure(
         progress: &progress,
         rate: options.rate,
         workers: options.connections,
+        tls,
     };
     let (lags, watched) = run_workers(options, &run, on_interval)?;
     let mut total = recording.total();
@@ -174,11 +182,20 @@ pub(crate) fn measure(
 
 /// Resolves and reaches the server once: a server that is not there is one clear error, not
 /// thousands, and workers connect to the address that worked without resolving again.
-fn reach(options: &Options) -> Result<SocketAddr> {
+/// With TLS, the probe's handshake says the same of a certificate that will not do.
+fn reach(options: &Options, tls: Option<&crate::tls::Client>) -> Result<SocketAddr> {
     let probe = client::connect(&options.host, options.port, options.family, IO_TIMEOUT)?;
     let addr = probe
         .peer_addr()
         .context("cannot read the server's address")?;
+    if let Some(tls) = tls {
+        let stream = tls.connect(Arc::new(probe), Instant::now() + IO_TIMEOUT)?;
+        for line in stream.with(crate::tls::describe_server) {
+            log::info!("{line}");
+        }
+        // Not a measured connection: it ends at once, as TLS allows.
+        let _ = stream.close();
+    }
     log::info!(
         "measuring {addr}: {} mode, {} {}, {:?}{}",
         report::mode_name(options.mode),

@@ -3,6 +3,7 @@
 
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,8 +13,9 @@ use super::pacing::Schedule;
 use super::pattern::Pattern;
 use super::recording::{Recording, Timing};
 use crate::echo::Mismatch;
+use crate::link::{Link, TlsLink};
 use crate::numbers::thousands;
-use crate::{platform, stall};
+use crate::{platform, stall, tls};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// How far a request may run ahead of its reply, well inside the socket buffers, so large
@@ -38,22 +40,22 @@ pub struct Progress {
 
 /// A connection counted in `Progress::open` while it lives.
 struct Conn<'a> {
-    stream: TcpStream,
+    link: Box<dyn Link>,
     progress: &'a Progress,
 }
 
 impl<'a> Conn<'a> {
-    fn new(stream: TcpStream, progress: &'a Progress) -> Conn<'a> {
+    fn new(link: Box<dyn Link>, progress: &'a Progress) -> Conn<'a> {
         let open = progress.open.fetch_add(1, Ordering::Relaxed) + 1;
         progress.peak_open.fetch_max(open, Ordering::Relaxed);
-        Conn { stream, progress }
+        Conn { link, progress }
     }
 }
 
 impl std::ops::Deref for Conn<'_> {
-    type Target = TcpStream;
-    fn deref(&self) -> &TcpStream {
-        &self.stream
+    type Target = dyn Link;
+    fn deref(&self) -> &dyn Link {
+        &*self.link
     }
 }
 
@@ -86,6 +88,8 @@ pub struct Run<'a> {
     /// `--rate`: operations per second in all.
     pub rate: Option<f64>,
     pub workers: u32,
+    /// `--tls`: every connection starts with a handshake.
+    pub tls: Option<Arc<tls::Client>>,
 }
 
 impl Run<'_> {
@@ -149,9 +153,26 @@ impl Run<'_> {
     }
 }
 
-fn open<'a>(run: &Run<'a>) -> io::Result<Conn<'a>> {
+fn open<'a>(run: &Run<'a>, worker: u32) -> io::Result<Conn<'a>> {
     let stream = configure(TcpStream::connect_timeout(&run.addr, IO_TIMEOUT)?)?;
-    Ok(Conn::new(stream, run.progress))
+    secure(run, worker, stream)
+}
+
+/// The connection as bench uses it: over TLS with `--tls`, the handshake timed and recorded.
+fn secure<'a>(run: &Run<'a>, worker: u32, stream: TcpStream) -> io::Result<Conn<'a>> {
+    let Some(client) = &run.tls else {
+        return Ok(Conn::new(Box::new(stream), run.progress));
+    };
+    let started = Instant::now();
+    let stream = client.handshake(Arc::new(stream), started + IO_TIMEOUT)?;
+    let resumed = stream.with(|conn| tls::resumed(conn));
+    run.recording
+        .handshake(worker as usize, started.elapsed(), resumed);
+    let link = TlsLink {
+        stream,
+        client: Arc::clone(client),
+    };
+    Ok(Conn::new(Box::new(link), run.progress))
 }
 
 /// Source addresses that connect mode spreads its connections over, where it can.
@@ -162,19 +183,19 @@ const SOURCES: u32 = 64;
 /// search for a free port then walks, taking about a third of bench's CPU. Against a loopback
 /// server on a system where all of 127.0.0.0/8 is local, each connection comes from the next of
 /// `SOURCES` addresses, whose ports are searched apart, with the port picked at connect time.
-fn open_spread<'a>(run: &Run<'a>, turn: u32) -> io::Result<Conn<'a>> {
+fn open_spread<'a>(run: &Run<'a>, worker: u32, turn: u32) -> io::Result<Conn<'a>> {
     let SocketAddr::V4(v4) = run.addr else {
-        return open(run);
+        return open(run, worker);
     };
     if !(v4.ip().is_loopback() && platform::LOOPBACK_IS_A_NETWORK) {
-        return open(run);
+        return open(run, worker);
     }
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     platform::defer_port_choice(&socket);
     let source = Ipv4Addr::new(127, 0, 1, 1 + (turn % SOURCES) as u8);
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     socket.connect_timeout(&run.addr.into(), IO_TIMEOUT)?;
-    Ok(Conn::new(configure(socket.into())?, run.progress))
+    secure(run, worker, configure(socket.into())?)
 }
 
 fn configure(stream: TcpStream) -> io::Result<TcpStream> {
@@ -217,7 +238,7 @@ pub fn request_response(run: &Run, worker: u32) -> Lag {
     while let Some(due) = run.next_due(&mut schedule) {
         let stream = match &conn {
             Some(stream) => stream,
-            None => match open(run) {
+            None => match open(run, worker) {
                 Ok(stream) => conn.insert(stream),
                 Err(e) => {
                     run.failed(worker, &e, &mut backoff);
@@ -226,7 +247,7 @@ pub fn request_response(run: &Run, worker: u32) -> Lag {
             },
         };
         let sent = Instant::now();
-        match send_and_check(stream, run.size, run.pattern, &mut buf, false) {
+        match send_and_check(&**stream, run.size, run.pattern, &mut buf, false) {
             Ok(()) => {
                 run.done(worker, due, sent);
                 backoff = FIRST_BACKOFF;
@@ -251,7 +272,7 @@ pub fn connect(run: &Run, worker: u32) -> Lag {
     while let Some(due) = run.next_due(&mut schedule) {
         let sent = Instant::now();
         turn = turn.wrapping_add(run.workers);
-        match one_connection(run, turn, &mut buf) {
+        match one_connection(run, worker, turn, &mut buf) {
             Ok(()) => {
                 run.done(worker, due, sent);
                 backoff = FIRST_BACKOFF;
@@ -262,10 +283,10 @@ pub fn connect(run: &Run, worker: u32) -> Lag {
     run.lag(&schedule)
 }
 
-fn one_connection(run: &Run, turn: u32, buf: &mut [u8]) -> io::Result<()> {
-    let stream = open_spread(run, turn)?;
-    send_and_check(&stream, run.size, run.pattern, buf, true)?;
-    match run.pattern.read_checked(&stream, buf, run.size as u64)? {
+fn one_connection(run: &Run, worker: u32, turn: u32, buf: &mut [u8]) -> io::Result<()> {
+    let stream = open_spread(run, worker, turn)?;
+    send_and_check(&*stream, run.size, run.pattern, buf, true)?;
+    match run.pattern.read_checked(&*stream, buf, run.size as u64)? {
         0 => Ok(()),
         _ => Err(io::Error::new(
             ErrorKind::InvalidData,
@@ -279,7 +300,7 @@ fn one_connection(run: &Run, turn: u32, buf: &mut [u8]) -> io::Result<()> {
 /// Sends `size` bytes of the pattern and checks the `size`-byte reply, never more than `WINDOW`
 /// ahead of it; `half_close` shuts our side down after the last byte.
 fn send_and_check(
-    stream: &TcpStream,
+    stream: &dyn Link,
     size: usize,
     pattern: &Pattern,
     buf: &mut [u8],
@@ -289,11 +310,12 @@ fn send_and_check(
     while received < size {
         if sent < size && sent - received < WINDOW {
             let n = (size - sent).min(WINDOW - (sent - received));
-            stall::write_all(stream, pattern.send(sent as u64, n), Some(IO_TIMEOUT))
+            stream
+                .send(pattern.send(sent as u64, n), Some(IO_TIMEOUT))
                 .map_err(stalled_write)?;
             sent += n;
             if half_close && sent == size {
-                stream.shutdown(Shutdown::Write)?;
+                stream.finish()?;
             }
             continue;
         }
@@ -310,14 +332,14 @@ fn send_and_check(
 /// the server takes them while this one reads and checks the reply.
 pub fn stream(run: &Run, worker: u32) -> Lag {
     let id = worker as usize;
-    let counted = match open(run) {
+    let counted = match open(run, worker) {
         Ok(stream) => stream,
         Err(e) => {
             run.recording.error(id, &e);
             return Lag::default();
         }
     };
-    let conn: &TcpStream = &counted;
+    let conn: &dyn Link = &*counted;
     let (write_result, reading) = thread::scope(|scope| {
         let writer = thread::Builder::new()
             .name("bench-send".into())
@@ -344,21 +366,21 @@ pub fn stream(run: &Run, worker: u32) -> Lag {
 
 /// Stream mode's sending half: `size`-byte writes as fast as the server takes them, until the
 /// run ends; then a half-close. Returns the bytes sent.
-fn send_stream(run: &Run, id: usize, conn: &TcpStream) -> io::Result<u64> {
+fn send_stream(run: &Run, id: usize, conn: &dyn Link) -> io::Result<u64> {
     let mut sent = 0u64;
     while run.going() {
         let data = run.pattern.send(sent, run.size);
-        stall::write_all(conn, data, Some(IO_TIMEOUT)).map_err(stalled_write)?;
+        conn.send(data, Some(IO_TIMEOUT)).map_err(stalled_write)?;
         sent += run.size as u64;
         run.recording.moved(id, 1, run.size as u64, 0);
         run.progress.operations.fetch_add(1, Ordering::Relaxed);
     }
-    conn.shutdown(Shutdown::Write).map(|()| sent)
+    conn.finish().map(|()| sent)
 }
 
 /// Stream mode's receiving half: reads and checks the echo to the server's close. Returns the
 /// bytes received.
-fn receive_stream(run: &Run, id: usize, conn: &TcpStream) -> io::Result<u64> {
+fn receive_stream(run: &Run, id: usize, conn: &dyn Link) -> io::Result<u64> {
     let mut buf = vec![0; READ_BUF];
     let mut received = 0u64;
     loop {
@@ -371,7 +393,7 @@ fn receive_stream(run: &Run, id: usize, conn: &TcpStream) -> io::Result<u64> {
             }
             Err(e) => {
                 // Unblock the writer, which may be stuck on a server that stopped reading.
-                let _ = conn.shutdown(Shutdown::Both);
+                let _ = conn.socket().shutdown(Shutdown::Both);
                 return Err(e);
             }
         }

@@ -1,10 +1,10 @@
 //! The bytes a worker sends, and the check of what comes back.
 
 use std::io::{self, ErrorKind, Read};
-use std::net::TcpStream;
 
 use super::IO_TIMEOUT;
 use crate::echo::{self, Echo};
+use crate::link::Link;
 use crate::stall;
 
 /// Length of the repeating test pattern; prime, so it drifts across every read and write size.
@@ -47,7 +47,7 @@ impl Pattern {
     /// Reads what is available and checks it against the pattern at `offset`. `Ok(0)` is EOF.
     pub fn read_checked(
         &self,
-        mut stream: &TcpStream,
+        mut stream: &dyn Link,
         buf: &mut [u8],
         offset: u64,
     ) -> io::Result<usize> {

@@ -29,16 +29,19 @@ pub enum Failure {
     Stalled,
     /// A reply byte was not the expected one.
     WrongBytes,
+    /// A TLS handshake failed, or a record did not decrypt.
+    Tls,
     Other,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 6] = [
+    pub const ALL: [Failure; 7] = [
         Failure::Refused,
         Failure::Reset,
         Failure::ClosedEarly,
         Failure::Stalled,
         Failure::WrongBytes,
+        Failure::Tls,
         Failure::Other,
     ];
 
@@ -49,11 +52,15 @@ impl Failure {
             Failure::ClosedEarly => "closed_early",
             Failure::Stalled => "stalled",
             Failure::WrongBytes => "wrong_bytes",
+            Failure::Tls => "tls",
             Failure::Other => "other",
         }
     }
 
     pub fn of(e: &io::Error) -> Failure {
+        if crate::tls::is_tls(e) {
+            return Failure::Tls;
+        }
         if stall::is_timeout(e) {
             return Failure::Stalled;
         }
@@ -82,6 +89,10 @@ pub struct Stats {
     /// From when each operation was sent to its end, in ns: filled only in an open loop, where
     /// it differs from `latency`.
     pub service: Histogram<u64>,
+    /// TLS handshakes, how many resumed a session, and how long each took, in ns.
+    pub handshakes: u64,
+    pub resumed: u64,
+    pub handshake: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -99,6 +110,9 @@ impl Stats {
             first_error: None,
             latency: histogram(),
             service: histogram(),
+            handshakes: 0,
+            resumed: 0,
+            handshake: histogram(),
         }
     }
 
@@ -119,6 +133,9 @@ impl Stats {
         // Both auto-resize, so adding cannot fail for want of range.
         let _ = self.latency.add(&other.latency);
         let _ = self.service.add(&other.service);
+        self.handshakes += other.handshakes;
+        self.resumed += other.resumed;
+        let _ = self.handshake.add(&other.handshake);
     }
 
     fn error(&mut self, failure: Failure, text: &dyn std::fmt::Display) {
@@ -208,6 +225,20 @@ impl Recording {
             stats.operations += operations;
             stats.sent += sent;
             stats.received += received;
+        }
+    }
+
+    /// A TLS handshake that took `took`.
+    pub fn handshake(&self, worker: usize, took: Duration, resumed: bool) {
+        if Instant::now() < self.measure_from {
+            return;
+        }
+        let mut recorder = self.shard(worker);
+        let Shard { total, interval } = &mut *recorder;
+        for stats in [total, interval] {
+            stats.handshakes += 1;
+            stats.resumed += u64::from(resumed);
+            let _ = stats.handshake.record(nanos(took));
         }
     }
 

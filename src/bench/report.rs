@@ -105,6 +105,27 @@ pub const QUANTILES: [(&str, f64); 7] = [
     ("max", 1.0),
 ];
 
+/// A histogram's `QUANTILES`, then its mean and standard deviation, in µs; empty when it is.
+pub fn quantiles_micros(h: &hdrhistogram::Histogram<u64>) -> Vec<(&'static str, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<(&str, f64)> = QUANTILES
+        .iter()
+        .map(|&(name, q)| {
+            let nanos = match q {
+                0.0 => h.min(),
+                1.0 => h.max(),
+                q => h.value_at_quantile(q),
+            };
+            (name, nanos as f64 / 1e3)
+        })
+        .collect();
+    out.push(("mean", h.mean() / 1e3));
+    out.push(("stdev", h.stdev() / 1e3));
+    out
+}
+
 impl Report {
     pub fn per_second(&self, count: u64) -> f64 {
         count as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
@@ -113,28 +134,32 @@ impl Report {
     /// The latency (or, with `service`, the service time) at each of `QUANTILES`, then the mean
     /// and the standard deviation, in µs; empty without operations.
     pub fn latency_micros(&self, service: bool) -> Vec<(&'static str, f64)> {
-        let h = if service {
+        quantiles_micros(if service {
             &self.total.service
         } else {
             &self.total.latency
-        };
-        if h.is_empty() {
-            return Vec::new();
+        })
+    }
+
+    /// TLS: handshakes/s, the share that resumed, and the handshakes' latency.
+    fn handshakes_cell(&self) -> Option<String> {
+        let t = &self.total;
+        if t.handshakes == 0 {
+            return None;
         }
-        let mut out: Vec<(&str, f64)> = QUANTILES
-            .iter()
-            .map(|&(name, q)| {
-                let nanos = match q {
-                    0.0 => h.min(),
-                    1.0 => h.max(),
-                    q => h.value_at_quantile(q),
-                };
-                (name, nanos as f64 / 1e3)
-            })
+        let latency: Vec<String> = quantiles_micros(&t.handshake)
+            .into_iter()
+            .filter(|(name, _)| ["p50", "p99", "max"].contains(name))
+            .map(|(name, us)| format!("{name} {}", micros(us)))
             .collect();
-        out.push(("mean", h.mean() / 1e3));
-        out.push(("stdev", h.stdev() / 1e3));
-        out
+        Some(format!(
+            "{} ({:.0}/s), {} resumed ({:.0}%); took {}",
+            thousands(t.handshakes),
+            self.per_second(t.handshakes),
+            thousands(t.resumed),
+            t.resumed as f64 * 100.0 / t.handshakes as f64,
+            latency.join("  ")
+        ))
     }
 
     /// bench's own CPU time per operation, in µs.
@@ -234,6 +259,9 @@ impl Report {
             if !cells.is_empty() {
                 rows.push((name, cells.join("  ")));
             }
+        }
+        if let Some(cell) = self.handshakes_cell() {
+            rows.push(("handshakes", cell));
         }
         rows.push(("errors", self.errors_cell()));
         if let Some(us) = self.cpu_per_operation() {
@@ -372,6 +400,7 @@ mod tests {
             warmup: Duration::ZERO,
             hist: None,
             plot: None,
+            tls: None,
         }
     }
 

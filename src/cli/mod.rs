@@ -247,6 +247,59 @@ pub struct ServerArgs {
     /// At the first stop request, fail the health check at once but keep serving for this long
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = secs)]
     pub drain_delay: Duration,
+
+    /// Serve TLS (1.2 and 1.3); without --tls-cert, with a temporary self-signed certificate for localhost, 127.0.0.1, ::1 and --host
+    #[arg(long, help_heading = "TLS")]
+    pub tls: bool,
+
+    /// The certificate chain to serve, PEM, leaf first (implies --tls)
+    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM: RSA, ECDSA or Ed25519 (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Write the temporary certificate to FILE (PEM), for clients' --tls-ca FILE (implies --tls)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "tls_cert",
+        help_heading = "TLS"
+    )]
+    pub tls_write_cert: Option<PathBuf>,
+
+    /// Require a client certificate signed by a CA in FILE (mutual TLS; implies --tls)
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// How a client or bench speaks TLS to the server; any of these implies --tls.
+#[derive(Debug, Args)]
+pub struct TlsClientArgs {
+    /// Speak TLS, verifying the server against the system's trusted CAs and --tls-ca
+    #[arg(long, help_heading = "TLS")]
+    pub tls: bool,
+
+    /// Trust the CAs (or the self-signed certificate) in FILE, PEM, besides the system's
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name to send (SNI) and to verify the certificate against [default: --host]
+    #[arg(long, value_name = "NAME", help_heading = "TLS")]
+    pub tls_server_name: Option<String>,
+
+    /// Do not verify the server's certificate (testing only: anyone in the path can read and change the traffic)
+    #[arg(long, conflicts_with = "tls_ca", help_heading = "TLS")]
+    pub tls_insecure: bool,
+
+    /// Present this client certificate chain, PEM (mutual TLS)
+    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +347,9 @@ pub struct ClientArgs {
     /// Begin with a PROXY protocol header naming this connection's own addresses, as a load balancer would
     #[arg(long, value_name = "VERSION", value_enum)]
     pub send_proxy: Option<crate::proxy::ProxyVersion>,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 
     /// Words to send, joined by single spaces, byte for byte; none (or '-') streams stdin instead
     #[arg(value_name = "MESSAGE")]
@@ -371,6 +427,13 @@ pub struct BenchArgs {
     /// Draw latency by percentile and over time to FILE, an SVG picture
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+
+    /// With --tls: resume sessions (TLS 1.3 tickets, TLS 1.2 session IDs) instead of a full handshake per connection; the report gives the share that resumed (implies --tls)
+    #[arg(long, help_heading = "TLS")]
+    pub tls_resume: bool,
 }
 
 /// The highest rate: one operation a nanosecond, the finest step a schedule can take.

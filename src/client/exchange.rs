@@ -3,7 +3,7 @@
 //! outgrows the socket buffers.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use log::{debug, info};
 
 use super::check::{self, Expect, Outbox, ReplyCheck};
+use crate::link::Link;
 use crate::numbers::thousands;
 use crate::output::{Output, write_out};
 use crate::stall;
@@ -45,34 +46,32 @@ pub enum Input<R> {
 /// server closes having echoed everything, even while the input is still open (a terminal, say).
 /// With `timeout`, a write the server does not take in for that long is an error, and so is a
 /// wait that long for the rest of the reply once all input is sent.
-pub fn exchange<R: Read + Send + 'static>(
-    stream: TcpStream,
+pub fn exchange<R: Read + Send + 'static, L: Link>(
+    link: L,
     input: Input<R>,
     mut output: impl Write,
     timeout: Option<Duration>,
     expect: Expect,
 ) -> Result<bool> {
     if timeout.is_some() {
-        stream
+        link.socket()
             .set_write_timeout(timeout)
             .context("cannot set the write timeout")?;
     }
+    let link = Arc::new(link);
     let (mut outbox, mut check) = check::in_flight(expect, CHUNK);
     let sending = Arc::new(Sending::new(timeout));
     match input {
         Input::Message(message) if message.len() <= INLINE_MESSAGE => {
             let chunk = outbox.post_message(message);
-            sending.attempt(&stream, true, || {
-                stall::write_all(&stream, &chunk, timeout)
-                    .and_then(|()| stream.shutdown(Shutdown::Write))
+            sending.attempt(&*link, true, || {
+                link.send(&chunk, timeout).and_then(|()| link.finish())
             });
             sending.lock().done = true;
         }
         input => {
             let sender = Sender {
-                stream: stream
-                    .try_clone()
-                    .context("cannot duplicate the connection")?,
+                link: Arc::clone(&link),
                 shared: Arc::clone(&sending),
             };
             thread::Builder::new()
@@ -90,7 +89,7 @@ pub fn exchange<R: Read + Send + 'static>(
         }
     }
     let started = Instant::now();
-    let received = receive(&stream, &mut output, timeout, &sending, &mut check);
+    let received = receive(&*link, &mut output, timeout, &sending, &mut check);
     info!(
         "sent {} bytes, received {} bytes in {:.3} ms",
         thousands(check.sent()),
@@ -111,12 +110,13 @@ fn reset(check: &ReplyCheck) -> anyhow::Error {
 
 /// Copies the server's reply to `output`, checked, until the server closes.
 fn receive(
-    mut stream: &TcpStream,
+    link: &impl Link,
     output: &mut impl Write,
     timeout: Option<Duration>,
     sending: &Sending,
     check: &mut ReplyCheck,
 ) -> Result<bool> {
+    let stream = link.socket();
     if timeout.is_some() {
         stream
             .set_read_timeout(timeout)
@@ -125,7 +125,7 @@ fn receive(
     let mut buf = vec![0; COPY_BUF];
     let mut last_data = Instant::now();
     loop {
-        match stream.read(&mut buf) {
+        match link.receive(&mut buf) {
             Ok(0) => return server_closed(check, sending),
             Ok(n) => {
                 last_data = Instant::now();
@@ -152,7 +152,12 @@ fn receive(
                     .context("cannot set the reply timeout")?;
             }
             Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err(reset(check)),
-            Err(e) => return Err(e).context("cannot read from the server"),
+            Err(e) => {
+                return Err(match link.explain(&e) {
+                    Some(why) => anyhow!(why),
+                    None => anyhow::Error::new(e).context("cannot read from the server"),
+                });
+            }
         }
     }
 }
@@ -231,7 +236,7 @@ impl Sending {
     /// records how it went. Returns whether it succeeded.
     fn attempt(
         &self,
-        stream: &TcpStream,
+        link: &impl Link,
         last: bool,
         write: impl FnOnce() -> io::Result<()>,
     ) -> bool {
@@ -249,7 +254,7 @@ impl Sending {
                     _ if stall::is_timeout(&e) && self.timeout.is_some() => {
                         state.stalled = true;
                         // Wake the receiver: the exchange is over.
-                        let _ = stream.shutdown(Shutdown::Both);
+                        let _ = link.socket().shutdown(Shutdown::Both);
                     }
                     ErrorKind::ConnectionReset => state.reset = Some(e),
                     _ => {}
@@ -302,16 +307,17 @@ impl Sending {
 }
 
 /// The sending half: input to socket, then a half-close so the server knows we are done.
-struct Sender {
-    stream: TcpStream,
+struct Sender<L> {
+    link: Arc<L>,
     shared: Arc<Sending>,
 }
 
-impl Sender {
+impl<L: Link> Sender<L> {
     fn send_message(&self, message: &[u8]) {
-        self.shared.attempt(&self.stream, true, || {
-            stall::write_all(&self.stream, message, self.shared.timeout)
-                .and_then(|()| self.stream.shutdown(Shutdown::Write))
+        self.shared.attempt(&*self.link, true, || {
+            self.link
+                .send(message, self.shared.timeout)
+                .and_then(|()| self.link.finish())
         });
     }
 
@@ -321,7 +327,7 @@ impl Sender {
                 Ok(buf) => buf,
                 Err(RecvTimeoutError::Timeout) => {
                     self.shared.lock().silent = true;
-                    let _ = self.stream.shutdown(Shutdown::Both);
+                    let _ = self.link.socket().shutdown(Shutdown::Both);
                     return;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -340,7 +346,7 @@ impl Sender {
                     self.shared.lock().input_error = Some(e);
                     // Wake the receiver so the error is reported now, not at the server's
                     // leisure.
-                    let _ = self.stream.shutdown(Shutdown::Both);
+                    let _ = self.link.socket().shutdown(Shutdown::Both);
                     return;
                 }
             };
@@ -348,13 +354,13 @@ impl Sender {
                 break;
             }
             let chunk = outbox.post(buf, n);
-            if !self.shared.attempt(&self.stream, false, || {
-                stall::write_all(&self.stream, &chunk, self.shared.timeout)
+            if !self.shared.attempt(&*self.link, false, || {
+                self.link.send(&chunk, self.shared.timeout)
             }) {
                 return;
             }
         }
         self.shared
-            .attempt(&self.stream, true, || self.stream.shutdown(Shutdown::Write));
+            .attempt(&*self.link, true, || self.link.finish());
     }
 }

@@ -8,13 +8,15 @@ mod exchange;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use log::{debug, info};
 
+use crate::link::TlsLink;
 use crate::output::write_out;
-use crate::{addr, platform, proxy};
+use crate::{addr, platform, proxy, tls};
 pub use check::Expect;
 pub(crate) use exchange::exchange;
 
@@ -31,9 +33,16 @@ pub struct Options {
     pub expect: Expect,
     /// Begin with a PROXY protocol header of this version.
     pub send_proxy: Option<proxy::ProxyVersion>,
+    /// Speak TLS.
+    pub tls: Option<tls::ClientOptions>,
 }
 
 pub fn run(options: Options) -> Result<()> {
+    // A bad certificate file is a mistake worth hearing about before connecting.
+    let tls = match &options.tls {
+        Some(tls) => Some(tls::Client::new(tls, &options.host)?),
+        None => None,
+    };
     let stream = connect(
         &options.host,
         options.port,
@@ -49,7 +58,21 @@ pub fn run(options: Options) -> Result<()> {
         None => exchange::Input::Stream(platform::stdin().context("cannot open stdin")?),
     };
     let is_message = matches!(input, exchange::Input::Message(_));
-    let finished = exchange(stream, input, &stdout, options.timeout, options.expect)?;
+    let finished = match tls {
+        None => exchange(stream, input, &stdout, options.timeout, options.expect)?,
+        Some(client) => {
+            let handshake = options.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+            let stream = client.connect(Arc::new(stream), Instant::now() + handshake)?;
+            for line in stream.with(tls::describe_server) {
+                info!("{line}");
+            }
+            let link = TlsLink {
+                stream,
+                client: Arc::new(client),
+            };
+            exchange(link, input, &stdout, options.timeout, options.expect)?
+        }
+    };
     // Like echo: a message's reply gets a newline, unless stdout closed before the reply ended.
     if is_message && finished {
         write_out(&stdout, b"\n")?;

@@ -146,3 +146,11 @@ pub enum ServiceState {
     /// Stopping: no need to send more.
     Stopping,
 }
+
+/// The certificates of the CAs this system trusts, with what could not be read (a line each,
+/// for the debug log). Linux, the BSDs and Windows: the system's store, through
+/// rustls-native-certs (`SSL_CERT_FILE` and `SSL_CERT_DIR` override it). macOS: the bundle in
+/// `/etc/ssl/cert.pem` (or `SSL_CERT_FILE`); roots added to a keychain by hand are not in it.
+pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<String>) {
+    system::system_roots()
+}

@@ -280,3 +280,31 @@ pub fn handed_over_socket() -> io::Result<Option<TcpListener>> {
     }
     Ok(Some(socket.into()))
 }
+
+#[cfg(not(target_os = "macos"))]
+pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<String>) {
+    let found = rustls_native_certs::load_native_certs();
+    let errors = found.errors.iter().map(ToString::to_string).collect();
+    (found.certs, errors)
+}
+
+/// rustls-native-certs reads the keychains through Security.framework, which cannot be linked
+/// without Apple's SDK (cross builds use zig); the system bundle needs no framework.
+#[cfg(target_os = "macos")]
+pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<String>) {
+    use rustls_pki_types::pem::PemObject;
+    let path = std::env::var_os("SSL_CERT_FILE").unwrap_or_else(|| "/etc/ssl/cert.pem".into());
+    let (mut certs, mut errors) = (Vec::new(), Vec::new());
+    match rustls_pki_types::CertificateDer::pem_file_iter(&path) {
+        Ok(iter) => {
+            for cert in iter {
+                match cert {
+                    Ok(cert) => certs.push(cert),
+                    Err(e) => errors.push(format!("{}: {e:?}", path.display())),
+                }
+            }
+        }
+        Err(e) => errors.push(format!("{}: {e:?}", std::path::Path::new(&path).display())),
+    }
+    (certs, errors)
+}

@@ -171,3 +171,9 @@ pub fn same_file_as_stderr() -> bool {
 pub fn handed_over_socket() -> io::Result<Option<TcpListener>> {
     Ok(None)
 }
+
+pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<String>) {
+    let found = rustls_native_certs::load_native_certs();
+    let errors = found.errors.iter().map(ToString::to_string).collect();
+    (found.certs, errors)
+}

@@ -14,13 +14,15 @@ use crate::echo::{self, EchoError};
 use crate::numbers::thousands;
 use crate::proxy::{self, Origin};
 use crate::stall;
+use crate::tls;
 
 /// After the first keepalive probe, probes this far apart, and give up after this many: a peer
 /// that vanished is found within `--keepalive` + 60 s.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 6;
 
-/// How long a connection may take to send its PROXY protocol header.
+/// How long a connection may take to send its PROXY protocol header, and then to complete its
+/// TLS handshake (from the same start).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How each connection is set up.
@@ -58,6 +60,7 @@ impl std::fmt::Display for Who {
 impl Connection {
     pub fn serve(mut self, settings: Settings) {
         let started = Instant::now();
+        self.prepare(settings);
         let mut first = Vec::new();
         if settings.proxy_protocol {
             match self.read_proxy_header() {
@@ -65,14 +68,33 @@ impl Connection {
                 Err(why) => return self.refuse(&why),
             }
         }
+        let tls = match self.shared.tls.clone() {
+            Some(config) => match self.handshake(&config, &first, started + HEADER_TIMEOUT) {
+                Ok(stream) => Some(stream),
+                Err(why) => return self.refuse(&why),
+            },
+            None => None,
+        };
         let (id, who) = (self.id, Who(self.peer, self.via));
         // Formatted only for a line that is written, like the rest of it.
         let proxy = self.via;
         let via = move || proxy.map(|v| v.to_string());
         if self.shared.activity.opened() {
-            info!(conn = id, peer:% = self.peer, via = via(); "#{id} {who}: connected");
+            match &tls {
+                None => info!(conn = id, peer:% = self.peer, via = via(); "#{id} {who}: connected"),
+                Some(tls) => {
+                    let (session, subject) =
+                        tls.with(|conn| (tls::session(conn), tls::peer_subject(conn)));
+                    let client = subject.as_ref().map(|s| format!(", client {s}"));
+                    info!(
+                        conn = id, peer:% = self.peer, via = via(), tls = session,
+                        client_cert = subject;
+                        "#{id} {who}: connected, {session}{}", client.unwrap_or_default()
+                    );
+                }
+            }
         }
-        let result = self.echo(settings, &mut first);
+        let result = self.echo(settings, &mut first, tls.as_ref());
         let (level, reason) = if self.shared.phase() == Phase::Cutting {
             (Level::Info, "cut at shutdown".to_string())
         } else {
@@ -140,28 +162,61 @@ impl Connection {
         });
     }
 
-    /// The data path: socket → buffer → uppercase → socket, then our FIN after the peer's.
-    /// `first`: bytes already read with the PROXY header, echoed before the rest.
-    fn echo(&mut self, settings: Settings, first: &mut [u8]) -> Result<(), EchoError> {
-        let stream = &*self.stream;
-        // Without this, a small reply waits on Nagle until the peer's delayed ACK (~40 ms).
-        stream.set_nodelay(true).map_err(EchoError::Write)?;
-        if let Some(idle) = settings.keepalive {
-            keepalive(stream, idle);
+    /// Sets the socket up before anything is read: small replies (and a TLS handshake's last
+    /// flight) go out at once instead of waiting on Nagle for the peer's delayed ACK (~40 ms).
+    fn prepare(&self, settings: Settings) {
+        if let Err(e) = self.stream.set_nodelay(true) {
+            debug!("cannot turn Nagle's algorithm off: {e}");
         }
-        // Reading the PROXY header left a read timeout of its own on the socket.
-        if settings.idle_timeout.is_some() || settings.proxy_protocol {
+        if let Some(idle) = settings.keepalive {
+            keepalive(&self.stream, idle);
+        }
+    }
+
+    /// The TLS handshake, by `deadline`; `first`: bytes that came with the PROXY header.
+    fn handshake(
+        &self,
+        config: &Arc<rustls::ServerConfig>,
+        first: &[u8],
+        deadline: Instant,
+    ) -> Result<tls::Stream<rustls::ServerConnection>, String> {
+        let conn = tls::accept(config).map_err(|e| format!("cannot start TLS: {e}"))?;
+        let stream = tls::Stream::new(Arc::clone(&self.stream), conn, first);
+        match stream.handshake(deadline, tls::client_hello) {
+            Ok(()) => Ok(stream),
+            Err(e) => Err(tls::explain(&e)),
+        }
+    }
+
+    /// The data path: socket → buffer → uppercase → socket, then our FIN after the peer's
+    /// (over TLS: decrypt → uppercase → encrypt, and a close_notify before each FIN).
+    /// `first`: bytes already read with the PROXY header, echoed before the rest.
+    fn echo(
+        &mut self,
+        settings: Settings,
+        first: &mut [u8],
+        tls: Option<&tls::Stream<rustls::ServerConnection>>,
+    ) -> Result<(), EchoError> {
+        let stream = &*self.stream;
+        // Reading the PROXY header or the handshake left a read timeout of its own.
+        if settings.idle_timeout.is_some() || settings.proxy_protocol || tls.is_some() {
             let idle = settings.idle_timeout;
             stream.set_read_timeout(idle).map_err(EchoError::Read)?;
             stream.set_write_timeout(idle).map_err(EchoError::Write)?;
         }
         let write_timeout = settings.idle_timeout;
-        if !first.is_empty() {
-            echo::uppercase(first);
-            stall::write_all(stream, first, write_timeout).map_err(EchoError::Write)?;
-            self.echoed += first.len() as u64;
+        if let Some(tls) = tls {
+            tls.set_write_timeout(write_timeout);
+            echo::echo(tls, tls, write_timeout, &mut self.echoed)?;
+            tls.close().map_err(EchoError::Write)?;
+        } else {
+            if !first.is_empty() {
+                echo::uppercase(first);
+                stall::write_all(stream, first, write_timeout).map_err(EchoError::Write)?;
+                self.echoed += first.len() as u64;
+            }
+            echo::echo(stream, stream, write_timeout, &mut self.echoed)?;
         }
-        echo::echo(stream, stream, write_timeout, &mut self.echoed)?;
         // The peer may already be gone; its close was still a normal end.
         let _ = stream.shutdown(Shutdown::Write);
         Ok(())
@@ -222,6 +277,10 @@ fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> (L
             (Info, "peer vanished (keepalive probes unanswered)".into())
         }
         Err(EchoError::Read(e)) if gone(&e) => (Info, format!("reset by peer ({e})")),
+        // TLS only: the peer's FIN came without its close_notify.
+        Err(EchoError::Read(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+            (Info, "closed by peer without a TLS close_notify".into())
+        }
         Err(EchoError::Write(e)) if gone(&e) => (Info, format!("peer went away mid-write ({e})")),
         Err(EchoError::Read(e)) => (Warn, format!("read failed: {e}")),
         Err(EchoError::Write(e)) => (Warn, format!("write failed: {e}")),

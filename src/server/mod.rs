@@ -32,6 +32,8 @@ pub(crate) use stop::Stopper;
 
 /// Stack of a connection thread: the echo loop needs a few KiB; only touched pages are resident.
 const STACK_SIZE: usize = 64 * 1024;
+/// With TLS: rustls' handshake needs more (well over 64 KiB in a debug build).
+const TLS_STACK_SIZE: usize = 512 * 1024;
 /// How long a thread whose connection closed waits for another before exiting.
 const THREAD_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// Descriptors the process needs besides its connections (std streams, listener, signals).
@@ -61,6 +63,8 @@ pub struct Config {
     pub health_port: Option<u16>,
     /// At the first stop request, fail the health check but keep serving this long.
     pub drain_delay: Duration,
+    /// Serve TLS.
+    pub tls: Option<crate::tls::ServerOptions>,
 }
 
 /// Totals reported when the server stops.
@@ -174,6 +178,8 @@ struct Shared {
     warnings: RateLimit,
     /// `--proxy-from`: who may send a PROXY header; empty: anyone.
     proxy_from: Vec<IpNet>,
+    /// `--tls`: every connection begins with a TLS handshake.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The open connections, so that shutdown can cut the ones still open after the grace period.
@@ -187,7 +193,7 @@ struct Registry {
 }
 
 impl Shared {
-    fn new(proxy_from: Vec<IpNet>) -> Shared {
+    fn new(proxy_from: Vec<IpNet>, tls: Option<Arc<rustls::ServerConfig>>) -> Shared {
         Shared {
             open: Mutex::default(),
             changed: Condvar::new(),
@@ -198,6 +204,7 @@ impl Shared {
             activity: Activity::new(),
             warnings: RateLimit::default(),
             proxy_from,
+            tls,
         }
     }
 
@@ -251,6 +258,15 @@ impl Shared {
 impl Server {
     pub fn bind(config: Config) -> Result<Server> {
         let proxy_from = config.proxy_from.clone();
+        let stack_size = if config.tls.is_some() {
+            TLS_STACK_SIZE
+        } else {
+            STACK_SIZE
+        };
+        let tls = match &config.tls {
+            Some(options) => Some(crate::tls::server_config(options, &config.host)?),
+            None => None,
+        };
         let listener = match handed_over()? {
             Some(listener) => listener,
             None => {
@@ -296,9 +312,9 @@ impl Server {
             health,
             local_addr,
             config,
-            shared: Arc::new(Shared::new(proxy_from)),
+            shared: Arc::new(Shared::new(proxy_from, tls)),
             waker: Arc::new(Waker::new().context("cannot set up the stop")?),
-            workers: Workers::new(STACK_SIZE, THREAD_KEEP_ALIVE),
+            workers: Workers::new(stack_size, THREAD_KEEP_ALIVE),
             thread_warning: RateLimit::default(),
         })
     }

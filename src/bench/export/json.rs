@@ -4,7 +4,7 @@ use serde_json::{Map, Value, json};
 
 use super::super::Options;
 use super::super::recording::Failure;
-use super::super::report::{Interval, MIB, Report, mode_name};
+use super::super::report::{Interval, MIB, Report, mode_name, quantiles_micros};
 
 /// Latency figures keyed as JSON likes them: `p99_9`, not `p99.9`.
 fn latency_object(figures: Vec<(&str, f64)>) -> Value {
@@ -62,6 +62,16 @@ pub fn summary(report: &Report, options: &Options) -> Value {
         "bench_cpu_us_per_operation": report.cpu_per_operation(),
         "notes": report.notes(options),
     });
+    let t = &report.total;
+    if t.handshakes > 0 {
+        summary["tls"] = json!({
+            "handshakes": t.handshakes,
+            "handshakes_per_second": report.per_second(t.handshakes),
+            "resumed": t.resumed,
+            "resumed_share": t.resumed as f64 / t.handshakes as f64,
+            "handshake_us": latency_object(quantiles_micros(&t.handshake)),
+        });
+    }
     if let Some(pace) = report.pace {
         summary["service_us"] = latency_object(report.latency_micros(true));
         summary["rate"] = json!({

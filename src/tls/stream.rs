@@ -1,0 +1,281 @@
+//! A TLS connection over a blocking `TcpStream`, readable by one thread while another writes
+//! (the client's two directions), or echoed on by one thread (the server).
+//!
+//! rustls holds the connection's state; this type moves bytes between it and the socket. The
+//! socket is only ever read or written without the state's lock held, so a thread blocked on
+//! the socket in one direction never stops the other: a full-duplex stream cannot deadlock here.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::ops::DerefMut;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
+
+use rustls::{ConnectionCommon, SideData};
+
+use super::Failed;
+use crate::stall;
+
+/// First read buffer: enough for a handshake flight or a few small records; it grows to
+/// `LARGE` once a read fills it, as the plain echo's buffer does.
+const SMALL: usize = 4 * 1024;
+const LARGE: usize = 64 * 1024;
+
+/// The connection and its socket. `C` is rustls' `ServerConnection` or `ClientConnection`.
+pub struct Stream<C> {
+    socket: Arc<TcpStream>,
+    conn: Mutex<C>,
+    incoming: Mutex<Incoming>,
+    /// The socket's write side: held while writing, with the bytes being written.
+    outgoing: Mutex<Vec<u8>>,
+    write_timeout: Mutex<Option<Duration>>,
+}
+
+/// Bytes read from the socket that rustls has not taken yet.
+#[derive(Default)]
+struct Incoming {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The socket reached its end; `told`: rustls knows.
+    eof: bool,
+    told: bool,
+}
+
+/// What a handshake's first bytes from the peer say, before rustls parses them.
+pub enum FirstBytes {
+    /// Too few bytes to tell yet.
+    Unsure,
+    /// They can start a TLS handshake.
+    Tls,
+    /// They cannot: why, for the error.
+    NotTls(String),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here panics with a lock held; a poisoned lock's data is still whole.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// rustls' errors as I/O errors; `explain` reads the rustls error back out.
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, e)
+}
+
+impl<C, S> Stream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    /// `already`: bytes read from the socket before the handshake (after a PROXY header).
+    pub fn new(socket: Arc<TcpStream>, conn: C, already: &[u8]) -> Stream<C> {
+        let incoming = Incoming {
+            buf: already.to_vec(),
+            end: already.len(),
+            ..Incoming::default()
+        };
+        Stream {
+            socket,
+            conn: Mutex::new(conn),
+            incoming: Mutex::new(incoming),
+            outgoing: Mutex::new(Vec::new()),
+            write_timeout: Mutex::new(None),
+        }
+    }
+
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    /// Runs `f` on the connection's state (what was negotiated, the peer's certificates).
+    pub fn with<T>(&self, f: impl FnOnce(&C) -> T) -> T {
+        f(&lock(&self.conn))
+    }
+
+    /// The socket's write timeout, for the stall rule (see `stall::write_all`); the caller sets
+    /// the socket's own.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) {
+        *lock(&self.write_timeout) = timeout;
+    }
+
+    /// Completes the handshake by `deadline`. `first` judges the peer's first bytes before
+    /// rustls does, so that a peer that does not speak TLS gets a plain answer.
+    pub fn handshake(
+        &self,
+        deadline: Instant,
+        first: impl Fn(&[u8]) -> FirstBytes,
+    ) -> io::Result<()> {
+        let mut incoming = lock(&self.incoming);
+        let mut judged = false;
+        loop {
+            self.send_pending(lock(&self.outgoing))?;
+            if !judged {
+                match first(&incoming.buf[incoming.start..incoming.end]) {
+                    FirstBytes::Tls => judged = true,
+                    FirstBytes::NotTls(why) => return Err(io::Error::other(Failed(why))),
+                    FirstBytes::Unsure if incoming.eof => judged = true,
+                    FirstBytes::Unsure => {}
+                }
+            }
+            if judged {
+                let mut conn = lock(&self.conn);
+                if let Err(e) = feed(&mut conn, &mut incoming) {
+                    drop(conn);
+                    // The alert that says why, if the socket takes it.
+                    let _ = self.send_pending_if_free();
+                    return Err(e);
+                }
+                if !conn.is_handshaking() {
+                    drop(conn);
+                    return self.send_pending(lock(&self.outgoing));
+                }
+                if conn.wants_write() {
+                    continue;
+                }
+                if incoming.told {
+                    return Err(ErrorKind::UnexpectedEof.into());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            self.socket.set_read_timeout(Some(left))?;
+            match self.fill(&mut incoming) {
+                Err(e) if stall::is_timeout(&e) => return Err(ErrorKind::TimedOut.into()),
+                other => other?,
+            }
+        }
+    }
+
+    /// Sends close_notify: the TLS end of our side, before the TCP one.
+    pub fn close(&self) -> io::Result<()> {
+        lock(&self.conn).send_close_notify();
+        self.send_pending(lock(&self.outgoing))
+    }
+
+    /// Reads what the socket has into `incoming`, growing the buffer for a bulk stream.
+    fn fill(&self, incoming: &mut Incoming) -> io::Result<()> {
+        if incoming.start == incoming.end {
+            incoming.start = 0;
+            incoming.end = 0;
+        }
+        if incoming.end == incoming.buf.len() {
+            let grown = if incoming.buf.len() < SMALL {
+                SMALL
+            } else {
+                LARGE
+            };
+            incoming.buf.resize(grown.max(incoming.end + SMALL), 0);
+        }
+        let end = incoming.end;
+        let n = loop {
+            match (&*self.socket).read(&mut incoming.buf[end..]) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            incoming.eof = true;
+        }
+        incoming.end += n;
+        Ok(())
+    }
+
+    /// Writes out what rustls has queued (records, alerts, tickets), `out` held, until nothing
+    /// is left. The write side is released under the state's lock, so a reader that queues
+    /// more after the last look either finds the write side free or is seen by its holder.
+    fn send_pending(&self, mut out: MutexGuard<'_, Vec<u8>>) -> io::Result<()> {
+        let timeout = *lock(&self.write_timeout);
+        loop {
+            let mut conn = lock(&self.conn);
+            if !conn.wants_write() {
+                drop(out);
+                return Ok(());
+            }
+            out.clear();
+            while conn.wants_write() {
+                conn.write_tls(&mut *out)?;
+            }
+            drop(conn);
+            stall::write_all(&*self.socket, &out, timeout)?;
+        }
+    }
+
+    /// `send_pending` from the reading side: a writer busy on the socket sends it instead.
+    fn send_pending_if_free(&self) -> io::Result<()> {
+        match self.outgoing.try_lock() {
+            Ok(out) => self.send_pending(out),
+            Err(TryLockError::Poisoned(out)) => self.send_pending(out.into_inner()),
+            Err(TryLockError::WouldBlock) => Ok(()),
+        }
+    }
+}
+
+/// Hands rustls the bytes read so far, until it has plaintext for the reader; then, once the
+/// socket ended and everything was taken, the end.
+fn feed<S: SideData>(conn: &mut ConnectionCommon<S>, incoming: &mut Incoming) -> io::Result<()> {
+    while incoming.start < incoming.end {
+        let n = conn.read_tls(&mut &incoming.buf[incoming.start..incoming.end])?;
+        incoming.start += n;
+        let state = conn.process_new_packets().map_err(tls_error)?;
+        if n == 0 || state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+            return Ok(());
+        }
+    }
+    if incoming.eof && !incoming.told {
+        incoming.told = true;
+        conn.read_tls(&mut io::empty())?;
+        conn.process_new_packets().map_err(tls_error)?;
+    }
+    Ok(())
+}
+
+/// Plaintext from the peer. `Ok(0)` is its close_notify; a TCP end without one is
+/// `UnexpectedEof` (the stream may have been cut short).
+impl<C, S> Read for &Stream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut incoming = lock(&self.incoming);
+        loop {
+            let mut conn = lock(&self.conn);
+            if let Err(e) = feed(&mut conn, &mut incoming) {
+                drop(conn);
+                let _ = self.send_pending_if_free();
+                return Err(e);
+            }
+            let read = conn.reader().read(out);
+            let pending = conn.wants_write();
+            drop(conn);
+            if pending {
+                self.send_pending_if_free()?;
+            }
+            match read {
+                Err(e) if e.kind() == ErrorKind::WouldBlock && !incoming.told => {}
+                other => return other,
+            }
+            self.fill(&mut incoming)?;
+        }
+    }
+}
+
+/// Plaintext to the peer, sent before `write` returns.
+impl<C, S> Write for &Stream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let out = lock(&self.outgoing);
+        let n = lock(&self.conn).writer().write(buf)?;
+        self.send_pending(out)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
