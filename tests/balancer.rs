@@ -5,51 +5,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command as AssertCommand;
 use common::*;
-
-/// A program the machine may lack; the test says so and skips (off CI; under CI, it fails).
-fn have(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        cannot_run_here(&format!("{program} is not installed"));
-    }
-    found
-}
-
-/// A child process killed when the test ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tcpdemo-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Waits until something accepts connections on `addr` (HAProxy says nothing when ready).
-fn wait_until_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Sends `message` from `source` to `to`, half-closes, and returns the whole reply.
 fn exchange_from(source: &str, to: SocketAddr, message: &[u8]) -> Vec<u8> {
@@ -94,16 +54,7 @@ fn behind_haproxy_the_reply_is_exact_and_the_log_names_the_real_client() {
         ),
     )
     .unwrap();
-    let _haproxy = Guard(
-        Command::new("haproxy")
-            .arg("-f")
-            .arg(&config)
-            .arg("-db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _haproxy = haproxy(&config);
     for (port, source) in [(v1, "127.0.0.5"), (v2, "127.0.0.6")] {
         let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_until_listening(to);

@@ -5,8 +5,8 @@ use std::io::{self, ErrorKind};
 use rustls::{AlertDescription, CertificateError, Error};
 use rustls_pki_types::ServerName;
 
-use super::certs::{plain_name, unix_date};
 use super::Failed;
+use super::certs::{plain_name, unix_date};
 
 /// The rustls error inside an I/O error, if that is what it is.
 fn rustls_error(e: &io::Error) -> Option<&Error> {
@@ -39,6 +39,9 @@ pub fn explain(e: &io::Error) -> String {
             "TLS handshake failed: the client's certificate is not signed by the --tls-client-ca CA"
                 .into()
         }
+        Some(Error::InvalidCertificate(why)) => {
+            format!("TLS handshake failed: the client's certificate will not do: {why:?}")
+        }
         Some(other) => format!("TLS handshake failed: {other}"),
         None if e.kind() == ErrorKind::TimedOut => "no TLS handshake in time".into(),
         None if e.kind() == ErrorKind::UnexpectedEof => {
@@ -48,9 +51,23 @@ pub fn explain(e: &io::Error) -> String {
     }
 }
 
+/// Whether the server asked for a client certificate, and whether we sent one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCert {
+    NotAsked,
+    AskedNone,
+    Sent,
+}
+
 /// A client's failed connection: `None` when there is nothing to add to the error itself.
-/// `asked`: the server asked for a certificate we do not have; `has_ca`: `--tls-ca` was given.
-pub fn client(e: &io::Error, name: &ServerName<'_>, asked: bool, has_ca: bool) -> Option<String> {
+/// `has_ca`: `--tls-ca` was given.
+pub fn client(
+    e: &io::Error,
+    name: &ServerName<'_>,
+    cert: ClientCert,
+    has_ca: bool,
+) -> Option<String> {
+    let asked = cert == ClientCert::AskedNone;
     if let Some(failed) = explained(e) {
         return Some(failed.to_string());
     }
@@ -76,7 +93,7 @@ pub fn client(e: &io::Error, name: &ServerName<'_>, asked: bool, has_ca: bool) -
         "by a CA this system trusts"
     };
     Some(match error {
-        Error::InvalidCertificate(cert) => match cert {
+        Error::InvalidCertificate(why) => match why {
             CertificateError::UnknownIssuer => format!(
                 "the server's certificate is not signed {trusted} (self-signed?): use --tls-ca \
                  FILE, or --tls-insecure to skip verification"
@@ -106,6 +123,10 @@ pub fn client(e: &io::Error, name: &ServerName<'_>, asked: bool, has_ca: bool) -
         },
         Error::AlertReceived(AlertDescription::CertificateRequired) => asked_for_cert(),
         Error::AlertReceived(_) if asked => asked_for_cert(),
+        Error::AlertReceived(alert) if cert == ClientCert::Sent => format!(
+            "the server did not accept our client certificate ({alert:?}; the server's log says \
+             why)"
+        ),
         other => other.to_string(),
     })
 }

@@ -213,8 +213,15 @@ impl Client {
 
     /// An error on this connection, with its cause and fix where known.
     pub fn explain(&self, e: &std::io::Error) -> String {
-        let asked = self.own_cert.asked.load(Ordering::Relaxed) && self.own_cert.key.is_none();
-        explain::client(e, &self.name, asked, self.has_ca).unwrap_or_else(|| e.to_string())
+        let cert = match (
+            self.own_cert.asked.load(Ordering::Relaxed),
+            self.own_cert.key.is_some(),
+        ) {
+            (false, _) => explain::ClientCert::NotAsked,
+            (true, false) => explain::ClientCert::AskedNone,
+            (true, true) => explain::ClientCert::Sent,
+        };
+        explain::client(e, &self.name, cert, self.has_ca).unwrap_or_else(|| e.to_string())
     }
 }
 
@@ -233,9 +240,8 @@ impl std::error::Error for Failed {}
 /// Whether an I/O error is TLS's own (a failed handshake, a bad record, a peer that does not
 /// speak TLS) rather than the network's.
 pub fn is_tls(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| {
-        inner.is::<rustls::Error>() || inner.is::<Failed>()
-    })
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>() || inner.is::<Failed>())
 }
 
 /// The system's roots and `--tls-ca`.

@@ -528,3 +528,56 @@ pub fn cannot_run_here(why: &str) {
     );
     eprintln!("skipped: {why}");
 }
+
+/// A program the machine may lack; the test says so and skips (off CI; under CI, it fails).
+pub fn have(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        cannot_run_here(&format!("{program} is not installed"));
+    }
+    found
+}
+
+/// A child process killed when the test ends.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tcpdemo-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits until something accepts connections on `addr` (HAProxy says nothing when ready).
+pub fn wait_until_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// HAProxy running `config` in the foreground, stopped when the test ends.
+pub fn haproxy(config: &std::path::Path) -> Guard {
+    Guard(
+        Command::new("haproxy")
+            .arg("-f")
+            .arg(config)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
