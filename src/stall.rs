@@ -6,7 +6,7 @@
 //! stopped reading. Here a write that waited the whole timeout and still could not finish is a
 //! stall, whatever it managed.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -14,19 +14,33 @@ use std::time::{Duration, Instant};
 /// without finishing fails with `TimedOut`.
 pub fn write_all(mut out: impl Write, mut buf: &[u8], timeout: Option<Duration>) -> io::Result<()> {
     while !buf.is_empty() {
-        // Without a timeout there is nothing to time: the data path pays for no clock.
-        let started = timeout.map(|t| (Instant::now(), t));
-        match out.write(buf) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) if n < buf.len() && started.is_some_and(|(at, t)| at.elapsed() >= t) => {
-                return Err(io::Error::new(ErrorKind::TimedOut, "peer stopped reading"));
-            }
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        match write_some(&mut out, &[IoSlice::new(buf)], timeout)? {
+            0 => return Err(ErrorKind::WriteZero.into()),
+            n => buf = &buf[n..],
         }
     }
     Ok(())
+}
+
+/// One gathering write of `bufs`, retried if interrupted: what it wrote, or `TimedOut` if it
+/// blocked for the whole `timeout` and still fell short.
+pub fn write_some(
+    mut out: impl Write,
+    bufs: &[IoSlice<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    loop {
+        // Without a timeout there is nothing to time: the data path pays for no clock.
+        let started = timeout.map(|t| (Instant::now(), t));
+        match out.write_vectored(bufs) {
+            Ok(n) if n < total && started.is_some_and(|(at, t)| at.elapsed() >= t) => {
+                return Err(io::Error::new(ErrorKind::TimedOut, "peer stopped reading"));
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 /// One read from `stream` that returns by `deadline`: a request that must arrive whole within a

@@ -828,3 +828,33 @@ fn haproxy_terminates_reencrypts_and_sends_proxy_v2_over_tls() {
         proxied.log.text()
     );
 }
+
+#[test]
+fn a_client_that_leaves_right_after_its_handshake_is_routine_not_a_warning() {
+    // What `openssl s_time` and TLS health checks do: handshake, then a reset.
+    let server = Server::start(&["--tls"]);
+    let options = tcpdemo::tls::ClientOptions {
+        insecure: true,
+        ..Default::default()
+    };
+    let client = tcpdemo::tls::Client::new(&options, "localhost").unwrap();
+    for _ in 0..3 {
+        let socket = std::sync::Arc::new(server.connect());
+        let stream = client
+            .connect(socket.clone(), Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        socket2::SockRef::from(&*socket)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream);
+        drop(socket);
+    }
+    assert!(
+        server
+            .log
+            .wait_for_count(": closed, ", 3, Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+    assert!(!server.log.text().contains("WARN"), "{}", server.log.text());
+}

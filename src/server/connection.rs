@@ -14,7 +14,7 @@ use crate::echo::{self, EchoError};
 use crate::numbers::thousands;
 use crate::proxy::{self, Origin};
 use crate::stall;
-use crate::tls;
+use crate::{platform, tls};
 
 /// After the first keepalive probe, probes this far apart, and give up after this many: a peer
 /// that vanished is found within `--keepalive` + 60 s.
@@ -45,6 +45,14 @@ pub struct Connection {
     pub shared: Arc<Shared>,
 }
 
+/// Why a connection was closed before its echo began.
+enum Refusal {
+    /// The peer went away: routine.
+    PeerLeft,
+    /// Something is wrong, and the log says what.
+    Failed,
+}
+
 /// Whom a connection is for, in its log lines: `client` or `client via proxy`.
 struct Who(SocketAddr, Option<SocketAddr>);
 
@@ -70,8 +78,12 @@ impl Connection {
         }
         let tls = match self.shared.tls.clone() {
             Some(config) => match self.handshake(&config, &first, started + HEADER_TIMEOUT) {
-                Ok(stream) => Some(stream),
-                Err(why) => return self.refuse(&why),
+                Ok(stream) => {
+                    platform::release_unused_stack();
+                    Some(stream)
+                }
+                Err((why, Refusal::PeerLeft)) => return self.left(&why),
+                Err((why, Refusal::Failed)) => return self.refuse(&why),
             },
             None => None,
         };
@@ -144,8 +156,19 @@ impl Connection {
         Ok(rest)
     }
 
-    /// Closes a connection that sent no usable PROXY header: a warning, unless the server cut
-    /// it at shutdown while it was still sending one.
+    /// A connection whose peer left before it was set up (a TLS health check, `openssl
+    /// s_time`): a routine close line.
+    fn left(&self, why: &str) {
+        let shared = &self.shared;
+        shared.activity.opened();
+        let (id, peer) = (self.id, self.peer);
+        if shared.activity.closed(0) {
+            info!(conn = id, peer:% = peer; "#{id} {peer}: closed, {why}");
+        }
+    }
+
+    /// Closes a connection that sent no usable PROXY header or TLS handshake: a warning, unless
+    /// the server cut it at shutdown while it was still sending one.
     fn refuse(&self, why: &str) {
         let shared = &self.shared;
         shared.activity.opened();
@@ -179,12 +202,19 @@ impl Connection {
         config: &Arc<rustls::ServerConfig>,
         first: &[u8],
         deadline: Instant,
-    ) -> Result<tls::Stream<rustls::ServerConnection>, String> {
-        let conn = tls::accept(config).map_err(|e| format!("cannot start TLS: {e}"))?;
-        let stream = tls::Stream::new(Arc::clone(&self.stream), conn, first);
+    ) -> Result<tls::Stream<rustls::ServerConnection>, (String, Refusal)> {
+        let conn =
+            tls::accept(config).map_err(|e| (format!("cannot start TLS: {e}"), Refusal::Failed))?;
+        let stream = tls::Stream::new(Arc::clone(&self.stream), tls::Threads::One, conn, first);
         match stream.handshake(deadline, tls::client_hello) {
             Ok(()) => Ok(stream),
-            Err(e) => Err(tls::explain(&e)),
+            Err(e) if self.shared.phase() < Phase::Cutting && !tls::is_tls(&e) && gone(&e) => {
+                Err((
+                    "reset by peer during the TLS handshake".into(),
+                    Refusal::PeerLeft,
+                ))
+            }
+            Err(e) => Err((tls::explain(&e), Refusal::Failed)),
         }
     }
 
@@ -251,19 +281,21 @@ impl Drop for Connection {
     }
 }
 
+/// The peer reset the connection or is gone.
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+    )
+}
+
 /// How a connection ended, for its close line: `Info` for the routine, `Warn` for the rest.
 fn describe(result: Result<(), EchoError>, idle_timeout: Option<Duration>) -> (Level, String) {
     use Level::{Info, Warn};
     let idle = idle_timeout.unwrap_or_default();
-    let gone = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            ErrorKind::ConnectionReset
-                | ErrorKind::BrokenPipe
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::NotConnected
-        )
-    };
     match result {
         Ok(()) => (Info, "closed by peer".into()),
         Err(EchoError::Read(e)) if stall::is_timeout(&e) && idle_timeout.is_some() => {

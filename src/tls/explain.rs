@@ -119,6 +119,13 @@ pub fn client(
                 "the server's certificate is not valid until {}",
                 unix_date(*not_before)
             ),
+            CertificateError::Other(other)
+                if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+            {
+                "the server's certificate is a CA's (basicConstraints CA:TRUE), which cannot be a \
+                 server's own: issue it with CA:FALSE"
+                    .into()
+            }
             other => format!("the server's certificate is invalid: {other:?}"),
         },
         Error::AlertReceived(AlertDescription::CertificateRequired) => asked_for_cert(),

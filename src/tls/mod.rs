@@ -28,7 +28,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::platform;
 pub use explain::explain;
-pub use stream::{FirstBytes, Stream};
+pub use stream::{FirstBytes, Stream, Threads};
 
 /// How a server serves TLS.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +119,7 @@ pub fn server_config(options: &ServerOptions, host: &str) -> Result<Arc<ServerCo
         .context("cannot use that certificate and key together")?;
     // Stateless tickets: resumption costs the server no memory, however many clients.
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("cannot set up TLS")?;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
@@ -203,7 +204,7 @@ impl Client {
     ) -> std::io::Result<Stream<ClientConnection>> {
         let conn = ClientConnection::new(Arc::clone(&self.config), self.name.clone())
             .map_err(|e| std::io::Error::other(Failed(format!("cannot start TLS: {e}"))))?;
-        let stream = Stream::new(socket, conn, &[]);
+        let stream = Stream::new(socket, Threads::Two, conn, &[]);
         match stream.handshake(deadline, server_hello) {
             Ok(()) => Ok(stream),
             Err(e) if is_tls(&e) => Err(std::io::Error::new(e.kind(), Failed(self.explain(&e)))),
@@ -407,4 +408,57 @@ pub fn describe_server(conn: &ClientConnection) -> [String; 2] {
         None => "TLS: no certificate".into(),
     };
     [session, cert]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(judged: FirstBytes) -> Option<String> {
+        match judged {
+            FirstBytes::Unsure => Some("unsure".into()),
+            FirstBytes::Tls => None,
+            FirstBytes::NotTls(why) => Some(why),
+        }
+    }
+
+    #[test]
+    fn a_client_that_does_not_speak_tls_is_told_apart_by_its_first_byte() {
+        assert_eq!(verdict(client_hello(b"")).as_deref(), Some("unsure"));
+        assert_eq!(verdict(client_hello(&[22, 3, 1])), None);
+        assert_eq!(
+            verdict(client_hello(b"GET / HTTP/1.1\r\n")).as_deref(),
+            Some("not TLS: the client sent plain text")
+        );
+        assert!(verdict(client_hello(&[0x80, 1])).unwrap().contains("0x80"));
+    }
+
+    #[test]
+    fn a_plain_echo_of_our_client_hello_is_not_a_server_hello() {
+        // A ClientHello record, as an uppercasing echo server sends it back: the bytes that
+        // matter are not letters, so they come back unchanged.
+        let echoed = [22, 3, 1, 0, 0xf8, 1, 0, 0, 0xf4, 3, 3];
+        assert!(
+            verdict(server_hello(&echoed))
+                .unwrap()
+                .contains("echoed our TLS handshake")
+        );
+        assert_eq!(verdict(server_hello(&[22, 3, 3, 0, 0x7a, 2, 0])), None);
+        assert!(
+            verdict(server_hello(b"HELLO"))
+                .unwrap()
+                .contains("plain text")
+        );
+        assert_eq!(
+            verdict(server_hello(&[22, 3, 3])).as_deref(),
+            Some("unsure")
+        );
+    }
+
+    #[test]
+    fn names_and_dates_read_as_people_write_them() {
+        assert_eq!(certs::plain_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(certs::plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(certs::date(1_614_816_000), "2021-03-04 00:00:00 UTC");
+    }
 }

@@ -16,14 +16,22 @@ use rustls::{ConnectionCommon, SideData};
 use super::Failed;
 use crate::stall;
 
-/// First read buffer: enough for a handshake flight or a few small records; it grows to
-/// `LARGE` once a read fills it, as the plain echo's buffer does.
-const SMALL: usize = 4 * 1024;
+/// First read buffer: enough for a few small records, and little for an idle connection to
+/// keep; it grows to `LARGE` once a read fills it, as the plain echo's buffer does.
+const SMALL: usize = 1024;
 const LARGE: usize = 64 * 1024;
+
+/// Who uses a stream: one thread (the server's echo), or a reader and a writer at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    One,
+    Two,
+}
 
 /// The connection and its socket. `C` is rustls' `ServerConnection` or `ClientConnection`.
 pub struct Stream<C> {
     socket: Arc<TcpStream>,
+    threads: Threads,
     conn: Mutex<C>,
     incoming: Mutex<Incoming>,
     /// The socket's write side: held while writing, with the bytes being written.
@@ -68,7 +76,7 @@ where
     S: SideData,
 {
     /// `already`: bytes read from the socket before the handshake (after a PROXY header).
-    pub fn new(socket: Arc<TcpStream>, conn: C, already: &[u8]) -> Stream<C> {
+    pub fn new(socket: Arc<TcpStream>, threads: Threads, conn: C, already: &[u8]) -> Stream<C> {
         let incoming = Incoming {
             buf: already.to_vec(),
             end: already.len(),
@@ -76,6 +84,7 @@ where
         };
         Stream {
             socket,
+            threads,
             conn: Mutex::new(conn),
             incoming: Mutex::new(incoming),
             outgoing: Mutex::new(Vec::new()),
@@ -127,7 +136,11 @@ where
                 }
                 if !conn.is_handshaking() {
                     drop(conn);
-                    return self.send_pending(lock(&self.outgoing));
+                    // What is left (a server's session tickets) goes out now or with the first
+                    // reply; a client that left at once (`openssl s_time`, a TLS health check)
+                    // is found by the next read, as any other peer that went away.
+                    let _ = self.send_pending(lock(&self.outgoing));
+                    return Ok(());
                 }
                 if conn.wants_write() {
                     continue;
@@ -159,14 +172,21 @@ where
         if incoming.start == incoming.end {
             incoming.start = 0;
             incoming.end = 0;
+        } else if incoming.end == incoming.buf.len() && incoming.start > 0 {
+            // A partial record at the end: moved to the front rather than the buffer grown.
+            let (start, end) = (incoming.start, incoming.end);
+            incoming.buf.copy_within(start..end, 0);
+            incoming.end -= start;
+            incoming.start = 0;
         }
-        if incoming.end == incoming.buf.len() {
-            let grown = if incoming.buf.len() < SMALL {
-                SMALL
-            } else {
-                LARGE
+        let len = incoming.buf.len();
+        if incoming.end == len {
+            let grown = match len {
+                0 => SMALL,
+                _ if len < LARGE => LARGE,
+                _ => len * 2,
             };
-            incoming.buf.resize(grown.max(incoming.end + SMALL), 0);
+            incoming.buf.resize(grown, 0);
         }
         let end = incoming.end;
         let n = loop {
@@ -183,10 +203,20 @@ where
     }
 
     /// Writes out what rustls has queued (records, alerts, tickets), `out` held, until nothing
-    /// is left. The write side is released under the state's lock, so a reader that queues
-    /// more after the last look either finds the write side free or is seen by its holder.
+    /// is left. Used by one thread, the records go from rustls straight to the socket. Used by
+    /// two, they are copied out and written without the state's lock, which a reader may need
+    /// meanwhile; the write side is released under that lock, so a reader that queues more
+    /// after the last look either finds the write side free or is seen by its holder.
     fn send_pending(&self, mut out: MutexGuard<'_, Vec<u8>>) -> io::Result<()> {
         let timeout = *lock(&self.write_timeout);
+        if self.threads == Threads::One {
+            let mut conn = lock(&self.conn);
+            let mut socket = Stalling(&self.socket, timeout);
+            while conn.wants_write() {
+                conn.write_tls(&mut socket)?;
+            }
+            return Ok(());
+        }
         loop {
             let mut conn = lock(&self.conn);
             if !conn.wants_write() {
@@ -209,6 +239,23 @@ where
             Err(TryLockError::Poisoned(out)) => self.send_pending(out.into_inner()),
             Err(TryLockError::WouldBlock) => Ok(()),
         }
+    }
+}
+
+/// The socket as rustls writes to it, under the stall rule (see `stall`).
+struct Stalling<'a>(&'a TcpStream, Option<Duration>);
+
+impl Write for Stalling<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        stall::write_some(self.0, bufs, self.1)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -250,6 +297,12 @@ where
             let read = conn.reader().read(out);
             let pending = conn.wants_write();
             drop(conn);
+            // All taken: an idle connection keeps no buffer of its own (the small one comes
+            // back from the allocator's thread cache in nanoseconds).
+            if incoming.start == incoming.end && incoming.buf.len() <= SMALL {
+                incoming.buf = Vec::new();
+                (incoming.start, incoming.end) = (0, 0);
+            }
             if pending {
                 self.send_pending_if_free()?;
             }
