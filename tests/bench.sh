@@ -58,6 +58,7 @@ command -v nc >/dev/null || missing+=(netcat-openbsd)
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v python3 >/dev/null || missing+=(python3)
 command -v haproxy >/dev/null || missing+=(haproxy)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -229,6 +230,90 @@ print(name, "memory", n, (rss() - before) / n, 0, 0)
 EOF
 done
 
+# TLS, side by side: tcpdemo --tls against plain tcpdemo (rr, stream), full and resumed
+# handshakes against socat OPENSSL-LISTEN (a process per connection) with bench's connect mode,
+# and against openssl s_server with openssl s_time; then 10,000 idle TLS connections. Every
+# server serves the same ECDSA P-256 certificate; one RSA-2048 run shows what resumption saves
+# when the certificate's signature is the dear part.
+echo "tls: rr, stream and handshakes over TLS" >&2
+tls=$tmp/tls
+for kind in ec rsa; do
+    case $kind in
+    ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+    esac
+    openssl req -x509 "${newkey[@]}" -nodes -keyout "$tmp/$kind.key" -out "$tmp/$kind.pem" -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null
+done
+cat "$tmp/ec.pem" "$tmp/ec.key" >"$tmp/ec-both.pem"
+start tls "$BIN" server --port 0 -q --max-connections 15000 --tls-cert "$tmp/ec.pem" --tls-key "$tmp/ec.key"
+start tls-rsa "$BIN" server --port 0 -q --tls-cert "$tmp/rsa.pem" --tls-key "$tmp/rsa.key"
+port[tls-socat]=$(free_port)
+socat OPENSSL-LISTEN:"${port[tls-socat]}",bind=$HOST,fork,reuseaddr,backlog=1024,cert="$tmp/ec-both.pem",verify=0 \
+    SYSTEM:'stdbuf -o0 tr a-z A-Z' 2>/dev/null &
+pids+=($!)
+port[s_server]=$(free_port)
+openssl s_server -accept "${port[s_server]}" -cert "$tmp/ec.pem" -key "$tmp/ec.key" -quiet \
+    -naccept 100000000 </dev/null >/dev/null 2>&1 &
+pids+=($!)
+for name in tls-socat s_server; do
+    for _ in $(seq 100); do
+        (exec 9<>"/dev/tcp/$HOST/${port[$name]}") 2>/dev/null && break
+        sleep 0.05
+    done
+done
+tls_bench() { # label port mode connections [flags...]
+    local label=$1 p=$2 mode=$3 c=$4
+    shift 4
+    "$BIN" bench -H "$HOST" -p "$p" --mode "$mode" --connections "$c" --duration "$DURATION" "$@" --json |
+        python3 -c 'import json, sys; j = json.load(sys.stdin); print(sys.argv[1], j["operations_per_second"], j["received_mib_per_second"], j["latency_us"].get("p99", 0), j["errors"], j.get("tls", {}).get("resumed_share", 0))' \
+            "$label" >>"$tls"
+}
+for round in $(seq "$ROUNDS"); do
+    tls_bench rr-plain "${port[tcpdemo]}" rr 50
+    tls_bench rr-tls "${port[tls]}" rr 50 --tls-ca "$tmp/ec.pem"
+    tls_bench stream-plain "${port[tcpdemo]}" stream 1
+    tls_bench stream-tls "${port[tls]}" stream 1 --tls-ca "$tmp/ec.pem"
+    tls_bench full-tcpdemo "${port[tls]}" connect 4 --tls-ca "$tmp/ec.pem"
+    tls_bench resumed-tcpdemo "${port[tls]}" connect 4 --tls-ca "$tmp/ec.pem" --tls-resume
+    tls_bench full-socat "${port[tls-socat]}" connect 4 --tls-ca "$tmp/ec.pem"
+    tls_bench full-rsa "${port[tls-rsa]}" connect 4 --tls-ca "$tmp/rsa.pem"
+    tls_bench resumed-rsa "${port[tls-rsa]}" connect 4 --tls-ca "$tmp/rsa.pem" --tls-resume
+    # s_time prints "N connections in T real seconds" (whole seconds; hence 10 s runs).
+    for name in tls s_server; do
+        openssl s_time -connect "$HOST:${port[$name]}" -new -time 10 2>/dev/null |
+            awk -v n="s_time-$name" '/connections in .* real seconds/ { print n, $1 / $4, 0, 0, 0, 0 }' >>"$tls"
+    done
+    echo "  tls round $round done" >&2
+done
+# Fresh servers: a used one's heap and thread pool would hide part of the cost.
+start tls-idle "$BIN" server --port 0 -q --max-connections 15000 --tls-cert "$tmp/ec.pem" --tls-key "$tmp/ec.key"
+start plain-idle "$BIN" server --port 0 -q --max-connections 15000
+python3 - "${port[tls-idle]}" "${pid[tls-idle]}" "${port[plain-idle]}" "${pid[plain-idle]}" >>"$tls" <<'PY'
+import resource, socket, ssl, sys, time
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+n = min(10000, hard // 2 - 100)
+for label, port, pid, tls in (("memory-tls", sys.argv[1], sys.argv[2], True),
+                              ("memory-plain", sys.argv[3], sys.argv[4], False)):
+    rss = lambda: next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
+    before, conns = rss(), []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", int(port)))
+        if tls:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+        s.sendall(b"x")
+        s.recv(1)
+        conns.append(s)
+    time.sleep(3)  # the last replies are in; the server's threads are idle in read
+    print(label, (rss() - before) / n, 0, 0, 0, 0)
+    for s in conns:
+        s.close()
+PY
+
 python3 - "$results" "$tmp/pipe.json" "$tmp/oneshot.json" "$ROUNDS" "$DURATION" <<'EOF'
 import json, os, platform, statistics, sys
 results, pipe, oneshot, rounds, duration = sys.argv[1:]
@@ -291,4 +376,30 @@ print("\n| rr, 50 conns, server frozen 1 s of 5 | requests/s | p50 us | p99 us |
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 for loop, label in (("closed", "closed loop (no --rate)"), ("open", "open loop, --rate 20000")):
     print(f"| {label} | " + " | ".join(f"{v:,.0f}" for v in stall[loop]) + " |")
+EOF
+
+python3 - "$tls" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    label, ops, mib, p99, errors, resumed = line.split()
+    runs.setdefault(label, []).append((float(ops), float(mib), float(p99), int(errors), float(resumed)))
+med = lambda label, i: statistics.median(r[i] for r in runs[label])
+errors = sum(r[3] for rs in runs.values() for r in rs)
+print("\n| TLS (ECDSA P-256 everywhere) | TLS | reference | ratio | target |")
+print("| --- | ---: | ---: | ---: | --- |")
+rows = [
+    ("rr, 50 conns x 64 B: requests/s, vs plain tcpdemo", "rr-tls", "rr-plain", 0, ">= 0.8x"),
+    ("stream, 1 conn: MiB/s each way, vs plain tcpdemo", "stream-tls", "stream-plain", 1, ">= 0.5x"),
+    ("full handshakes/s, bench connect 4 workers, vs socat OPENSSL-LISTEN fork", "full-tcpdemo", "full-socat", 0, ">= 1x"),
+    ("full handshakes/s, openssl s_time -new, vs openssl s_server", "s_time-tls", "s_time-s_server", 0, ">= 1x"),
+    ("resumed vs full handshakes/s, bench connect 4 workers", "resumed-tcpdemo", "full-tcpdemo", 0, ">= 3x"),
+    ("the same with an RSA-2048 certificate", "resumed-rsa", "full-rsa", 0, "(for comparison)"),
+]
+for label, mine, ref, i, target in rows:
+    a, b = med(mine, i), med(ref, i)
+    print(f"| {label} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {target} |")
+tls_kib, plain_kib = runs["memory-tls"][0][0], runs["memory-plain"][0][0]
+print(f"| resident KiB per idle connection (10,000 open), vs plain tcpdemo | {tls_kib:.1f} | {plain_kib:.1f} | {tls_kib / plain_kib:.2f}x | <= 2x |")
+print(f"\nshare of handshakes resumed with --tls-resume: {med('resumed-tcpdemo', 4):.2f}; errors seen by bench over TLS: {errors}")
 EOF

@@ -164,6 +164,29 @@ fn have_openssl() -> bool {
     found
 }
 
+/// A TLS connection made by tcpdemo's own client code, trusting `cert`, reads bounded by 20 s.
+fn connect_tls(
+    server: &Server,
+    cert: PathBuf,
+) -> (
+    tcpdemo::tls::Stream<rustls::ClientConnection>,
+    std::sync::Arc<std::net::TcpStream>,
+) {
+    let options = tcpdemo::tls::ClientOptions {
+        ca: Some(cert),
+        ..Default::default()
+    };
+    let client = tcpdemo::tls::Client::new(&options, "localhost").unwrap();
+    let socket = std::sync::Arc::new(server.connect());
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let stream = client
+        .connect(socket.clone(), Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    (stream, socket)
+}
+
 /// A `--tls` server with a temporary certificate, written to a file for `--tls-ca`.
 fn temporary_tls_server(extra: &[&str]) -> (Server, PathBuf) {
     let dir = scratch("tls-written");
@@ -566,18 +589,7 @@ fn the_server_answers_a_close_notify_with_the_rest_of_the_echo_and_its_own() {
     // A client that half-closes with close_notify while the echo is still coming: the rest
     // arrives, then the server's close_notify (a clean end, not a truncation).
     let (server, cert) = temporary_tls_server(&[]);
-    let options = tcpdemo::tls::ClientOptions {
-        ca: Some(cert),
-        ..Default::default()
-    };
-    let client = tcpdemo::tls::Client::new(&options, "localhost").unwrap();
-    let socket = std::sync::Arc::new(server.connect());
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let stream = client
-        .connect(socket.clone(), Instant::now() + Duration::from_secs(10))
-        .unwrap();
+    let (stream, socket) = connect_tls(&server, cert);
     let data = random_bytes(200_000, 3);
     (&stream).write_all(&data).unwrap();
     stream.close().unwrap();
@@ -857,4 +869,51 @@ fn a_client_that_leaves_right_after_its_handshake_is_routine_not_a_warning() {
         server.log.text()
     );
     assert!(!server.log.text().contains("WARN"), "{}", server.log.text());
+}
+
+#[test]
+fn the_idle_timeout_closes_a_silent_tls_connection_with_a_close_notify() {
+    let (server, cert) = temporary_tls_server(&["--idle-timeout", "1"]);
+    let (stream, _socket) = connect_tls(&server, cert);
+    (&stream).write_all(b"then silence").unwrap();
+    let mut reply = Vec::new();
+    // The whole echo, then the server's close_notify: a clean end, not a truncation.
+    let result = (&stream).read_to_end(&mut reply);
+    assert!(result.is_ok(), "no close_notify: {result:?}");
+    assert_eq!(reply, b"THEN SILENCE");
+    assert!(
+        server.log.wait_for("idle for 1s", Duration::from_secs(10)),
+        "{}",
+        server.log.text()
+    );
+}
+
+#[test]
+fn small_reads_of_a_large_tls_echo_lose_nothing() {
+    // Records of 16 KiB read a few bytes at a time: what rustls holds is served first.
+    let (server, cert) = temporary_tls_server(&[]);
+    let (stream, socket) = connect_tls(&server, cert);
+    let data = random_bytes(300_000, 5);
+    let reply = {
+        let socket = socket.clone();
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                (&stream).write_all(&data).unwrap();
+                stream.close().unwrap();
+                socket.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+            let mut reply = Vec::new();
+            let mut buf = [0u8; 777];
+            loop {
+                match (&stream).read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => reply.extend_from_slice(&buf[..n]),
+                    Err(e) => panic!("after {} bytes: {e}", reply.len()),
+                }
+            }
+            writer.join().unwrap();
+            reply
+        })
+    };
+    assert!(reply == data.to_ascii_uppercase(), "the echo differs");
 }

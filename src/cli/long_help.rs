@@ -56,8 +56,8 @@ Operating limits: the server is meant to be left running.
                       kern.maxfilesperproc); a warn line if --max-connections exceeds it.
   out of descriptors  a failed accept is logged at most once a second and retried after
                       100 ms, without spinning.
-A thread per connection (64 KiB stack; kept 20 s for the next connection): about 14 KiB
-resident per idle connection.
+A thread per connection (64 KiB stack, 512 KiB with --tls; kept 20 s for the next
+connection): about 14 to 18 KiB resident per idle connection, about 37 KiB with TLS.
 
 Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP (its terminal closed); on Windows Ctrl-C,
 Ctrl-Break or closing the console. What is queued is taken in, the listening socket closes
@@ -79,6 +79,17 @@ PROXY protocol: with --proxy-protocol every connection must begin with a v1 or v
 within 5 s; it is stripped, never echoed, and the log names the client and the proxy. Without
 --proxy-from every source is believed (a server listening beyond loopback says so); with it,
 connections from other addresses are closed unanswered, with a warning.
+
+TLS: --tls serves TLS 1.2 and 1.3 (rustls, ring), with --tls-cert and --tls-key (PEM: a
+chain, leaf first; RSA, ECDSA or Ed25519 keys as PKCS#8, PKCS#1 or SEC1), or without them a
+temporary self-signed ECDSA certificate for localhost, 127.0.0.1, ::1 and --host, valid a
+year; its SHA-256 fingerprint is logged, and --tls-write-cert FILE writes it for clients'
+--tls-ca FILE. --tls-client-ca FILE requires a client certificate signed by a CA in FILE. The
+handshake must complete within 5 s of the accept (after the PROXY header, within the same
+5 s); plain text is closed unanswered (`not TLS: the client sent plain text`). The open line
+names the version and suite (and the client certificate's subject; JSON: tls, client_cert).
+A close_notify from the client is answered with the rest of the echo, then the server's own
+close_notify and FIN. Session tickets (stateless, one per handshake) allow resumption.
 
 Health check (--health-port): GET or HEAD get 200 `ok` while serving and 503 `draining` from
 the first stop request on; other methods 405 (Allow: GET, HEAD); over 4 KiB 431. Four checks
@@ -125,6 +136,18 @@ never fires while stdin is slow or a person is typing. When the server closes ha
 everything while stdin is idle, the client exits 0. A reader of its output that goes away
 (`| head -c1`) ends it quietly with 0.
 
+TLS: --tls verifies the server against the system's CAs (SSL_CERT_FILE and SSL_CERT_DIR
+override them; macOS: /etc/ssl/cert.pem, not keychain additions) and --tls-ca FILE; any
+--tls-* flag implies --tls. --tls-server-name NAME is sent (SNI) and checked instead of
+--host; --tls-insecure checks nothing about the certificate (testing only); --tls-cert and
+--tls-key present a client certificate. The handshake is bounded by --timeout (10 s without).
+-v prints the version and suite, then the certificate's subject, issuer, expiry and SHA-256
+fingerprint. A failed handshake says why and what to do: an untrusted or self-signed
+certificate (use --tls-ca FILE, or --tls-insecure), a name mismatch (the names it is for), an
+expired one (the date), a server that wants a client certificate, a server that does not speak
+TLS (a plain echo server sends the handshake back). The echo check applies to the decrypted
+bytes; input's end is sent as close_notify, then FIN.
+
 From netcat: `nc -N -w 2 host 1234` is `tcpdemo client -N -w 2 -H host -p 1234`. Host and port
 are flags, so `tcpdemo client localhost 1234` sends that text (with a warning). -l and -k
 belong to `tcpdemo server`; -q means quiet here. Each says so.";
@@ -141,7 +164,7 @@ Examples:
 The report: operations and their rate; connections open at once (peak, and when the warm-up
 ended; a warning when fewer than -c ever were); throughput; latency min, p50, p90, p99, p99.9,
 p99.99, max, mean, stdev (3 significant digits); errors by kind (refused, reset, closed_early,
-stalled, wrong_bytes, other: they add up); bench's own CPU per operation and share of a core,
+stalled, wrong_bytes, tls, other: they add up); bench's own CPU per operation and share of a core,
 so you can tell when bench is the limit (on loopback the kernel's receive work is charged to
 the sender; with --rate it includes up to 50 us of spin per operation). Every reply is
 checked; a wrong byte, a 10 s stall or a dropped connection is an error, the report is printed
@@ -159,6 +182,13 @@ but not sent`; JSON rate.due_not_sent), and rates divide by the time the run rea
 Ctrl-C (or SIGTERM) ends a run at once with the report, marked (interrupted); a second one, a
 second or more later, exits at once with 130. A reader of the report that goes away ends bench
 quietly.
+
+TLS: --tls (with --tls-ca, --tls-insecure, --tls-server-name, --tls-cert and --tls-key as for
+the client) in every mode; the certificate is checked once before the run, so a bad one is one
+error. Each connection's handshake is timed: the report adds handshakes, handshakes/s, their
+p50, p99 and max, and how many resumed (JSON: tls). In connect mode every connection is a full
+handshake, unless --tls-resume resumes sessions (TLS 1.3 tickets, TLS 1.2 session IDs). A
+failed handshake counts as a tls error.
 
 --plot draws latency by percentile (HdrHistogram's nines axis) and p50, p99 and max over time
 (per --interval, or a twentieth of the run), both on log latency axes. --hist writes

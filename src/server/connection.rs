@@ -237,7 +237,15 @@ impl Connection {
         let write_timeout = settings.idle_timeout;
         if let Some(tls) = tls {
             tls.set_write_timeout(write_timeout);
-            echo::echo(tls, tls, write_timeout, &mut self.echoed)?;
+            let echoed = echo::echo(tls, tls, write_timeout, &mut self.echoed);
+            // An idle peer is closed cleanly too: a TLS client tells a close without
+            // close_notify from an attack that cut the stream short.
+            if let Err(EchoError::Read(e)) = &echoed
+                && stall::is_timeout(e)
+            {
+                let _ = tls.close();
+            }
+            echoed?;
             tls.close().map_err(EchoError::Write)?;
         } else {
             if !first.is_empty() {

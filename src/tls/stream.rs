@@ -45,6 +45,8 @@ struct Incoming {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read filled all the room it had.
+    filled: bool,
     /// The socket reached its end; `told`: rustls knows.
     eof: bool,
     told: bool,
@@ -167,7 +169,8 @@ where
         self.send_pending(lock(&self.outgoing))
     }
 
-    /// Reads what the socket has into `incoming`, growing the buffer for a bulk stream.
+    /// Reads what the socket has into `incoming`. The buffer grows once a read fills all the
+    /// room it was given: the socket had more, a bulk stream.
     fn fill(&self, incoming: &mut Incoming) -> io::Result<()> {
         if incoming.start == incoming.end {
             incoming.start = 0;
@@ -180,21 +183,26 @@ where
             incoming.start = 0;
         }
         let len = incoming.buf.len();
-        if incoming.end == len {
-            let grown = match len {
-                0 => SMALL,
-                _ if len < LARGE => LARGE,
-                _ => len * 2,
-            };
-            incoming.buf.resize(grown, 0);
+        let full = incoming.end == len;
+        let wanted = if full && len >= LARGE {
+            len * 2
+        } else if incoming.filled || (full && len > 0) {
+            LARGE.max(len)
+        } else {
+            SMALL.max(len)
+        };
+        if wanted > len {
+            incoming.buf.resize(wanted, 0);
         }
         let end = incoming.end;
+        let room = incoming.buf.len() - end;
         let n = loop {
             match (&*self.socket).read(&mut incoming.buf[end..]) {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 other => break other?,
             }
         };
+        incoming.filled = n == room;
         if n == 0 {
             incoming.eof = true;
         }
@@ -289,12 +297,36 @@ where
         let mut incoming = lock(&self.incoming);
         loop {
             let mut conn = lock(&self.conn);
-            if let Err(e) = feed(&mut conn, &mut incoming) {
-                drop(conn);
-                let _ = self.send_pending_if_free();
-                return Err(e);
+            // Plaintext left from the last read goes first: rustls takes no more records while
+            // it holds some.
+            let mut read = conn.reader().read(out);
+            if matches!(&read, Err(e) if e.kind() == ErrorKind::WouldBlock) {
+                if let Err(e) = feed(&mut conn, &mut incoming) {
+                    drop(conn);
+                    let _ = self.send_pending_if_free();
+                    return Err(e);
+                }
+                read = conn.reader().read(out);
             }
-            let read = conn.reader().read(out);
+            let read = match read {
+                // Records already read are taken too, up to `out`'s size: a bulk stream then
+                // moves in large writes, not one record's worth (16 KiB) at a time. Less than
+                // asked means rustls holds no more plaintext, so it takes more records. An
+                // error here is rustls' and comes back on the next read.
+                Ok(mut n) if n > 0 => {
+                    while n < out.len() && incoming.start < incoming.end {
+                        if feed(&mut conn, &mut incoming).is_err() {
+                            break;
+                        }
+                        match conn.reader().read(&mut out[n..]) {
+                            Ok(more) if more > 0 => n += more,
+                            _ => break,
+                        }
+                    }
+                    Ok(n)
+                }
+                other => other,
+            };
             let pending = conn.wants_write();
             drop(conn);
             // All taken: an idle connection keeps no buffer of its own (the small one comes
