@@ -106,7 +106,7 @@ impl Connection {
                 }
             }
         }
-        let result = self.echo(settings, &mut first, tls.as_ref());
+        let result = self.echo(settings, &mut first, tls.as_deref());
         let (level, reason) = if self.shared.phase() == Phase::Cutting {
             (Level::Info, "cut at shutdown".to_string())
         } else {
@@ -197,15 +197,23 @@ impl Connection {
     }
 
     /// The TLS handshake, by `deadline`; `first`: bytes that came with the PROXY header.
+    #[inline(never)]
     fn handshake(
         &self,
         config: &Arc<rustls::ServerConfig>,
         first: &[u8],
         deadline: Instant,
-    ) -> Result<tls::Stream<rustls::ServerConnection>, (String, Refusal)> {
+    ) -> Result<Box<tls::Stream<rustls::ServerConnection>>, (String, Refusal)> {
         let conn =
             tls::accept(config).map_err(|e| (format!("cannot start TLS: {e}"), Refusal::Failed))?;
-        let stream = tls::Stream::new(Arc::clone(&self.stream), tls::Threads::One, conn, first);
+        // On the heap: inline, its kilobyte and more would widen the frame every plain
+        // connection's thread touches.
+        let stream = Box::new(tls::Stream::new(
+            Arc::clone(&self.stream),
+            tls::Threads::One,
+            conn,
+            first,
+        ));
         match stream.handshake(deadline, tls::client_hello) {
             Ok(()) => Ok(stream),
             Err(e) if self.shared.phase() < Phase::Cutting && !tls::is_tls(&e) && gone(&e) => {
