@@ -82,12 +82,14 @@ fn tls_client_options(args: TlsClientArgs, resume: bool) -> Option<tls::ClientOp
         || args.tls_ca.is_some()
         || args.tls_server_name.is_some()
         || args.tls_insecure
+        || args.tls_version.is_some()
         || args.tls_cert.is_some();
     wanted.then(|| tls::ClientOptions {
         ca: args.tls_ca,
         server_name: args.tls_server_name,
         insecure: args.tls_insecure,
         identity: args.tls_cert.zip(args.tls_key),
+        version: args.tls_version,
         resume,
     })
 }

@@ -917,3 +917,58 @@ fn small_reads_of_a_large_tls_echo_lose_nothing() {
     };
     assert!(reply == data.to_ascii_uppercase(), "the echo differs");
 }
+
+#[test]
+fn tls_version_holds_the_client_to_tls_1_2_and_bench_resumes_its_sessions() {
+    let (server, cert) = temporary_tls_server(&[]);
+    let (port, cert) = (server.port_arg(), cert.to_str().unwrap().to_string());
+    let out = run(
+        &[
+            "-v",
+            "client",
+            "--tls-ca",
+            &cert,
+            "--tls-version",
+            "1.2",
+            "-p",
+            &port,
+            "hi",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TLS: TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        server
+            .log
+            .wait_for("connected, TLSv1.2", Duration::from_secs(10))
+    );
+    let out = run(
+        &[
+            "bench",
+            "--tls-ca",
+            &cert,
+            "--tls-version",
+            "1.2",
+            "--tls-resume",
+            "-p",
+            &port,
+            "-m",
+            "connect",
+            "-d",
+            "1",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["tls"]["resumed_share"].as_f64().unwrap() > 0.9,
+        "{report}"
+    );
+}

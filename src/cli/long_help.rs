@@ -140,7 +140,8 @@ TLS: --tls verifies the server against the system's CAs (SSL_CERT_FILE and SSL_C
 override them; macOS: /etc/ssl/cert.pem, not keychain additions) and --tls-ca FILE; any
 --tls-* flag implies --tls. --tls-server-name NAME is sent (SNI) and checked instead of
 --host; --tls-insecure checks nothing about the certificate (testing only); --tls-cert and
---tls-key present a client certificate. The handshake is bounded by --timeout (10 s without).
+--tls-key present a client certificate; --tls-version 1.2 (or 1.3) offers only that version.
+The handshake is bounded by --timeout (10 s without).
 -v prints the version and suite, then the certificate's subject, issuer, expiry and SHA-256
 fingerprint. A failed handshake says why and what to do: an untrusted or self-signed
 certificate (use --tls-ca FILE, or --tls-insecure), a name mismatch (the names it is for), an

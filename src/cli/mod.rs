@@ -293,6 +293,10 @@ pub struct TlsClientArgs {
     #[arg(long, conflicts_with = "tls_ca", help_heading = "TLS")]
     pub tls_insecure: bool,
 
+    /// Offer only this TLS version (to test a path with TLS 1.2, or its resumption) [default: both]
+    #[arg(long, value_name = "VERSION", value_enum, help_heading = "TLS")]
+    pub tls_version: Option<crate::tls::Version>,
+
     /// Present this client certificate chain, PEM (mutual TLS)
     #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
     pub tls_cert: Option<PathBuf>,

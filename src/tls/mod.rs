@@ -52,8 +52,19 @@ pub struct ClientOptions {
     pub insecure: bool,
     /// `--tls-cert` and `--tls-key`: a client certificate.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// `--tls-version`: offer only this one.
+    pub version: Option<Version>,
     /// Resume sessions across connections (bench's `--tls-resume`).
     pub resume: bool,
+}
+
+/// A TLS version a client can be held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Version {
+    #[value(name = "1.2")]
+    Tls12,
+    #[value(name = "1.3")]
+    Tls13,
 }
 
 /// ring's suites, AES-128-GCM first: as safe as AES-256 for this purpose, and faster (the
@@ -144,8 +155,13 @@ impl Client {
         let name = ServerName::try_from(shown.trim_start_matches('[').trim_end_matches(']'))
             .map_err(|_| anyhow!("{shown} is not a server name TLS can check"))?
             .to_owned();
+        let versions: &[&rustls::SupportedProtocolVersion] = match options.version {
+            None => rustls::DEFAULT_VERSIONS,
+            Some(Version::Tls12) => &[&rustls::version::TLS12],
+            Some(Version::Tls13) => &[&rustls::version::TLS13],
+        };
         let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .context("cannot set up TLS")?;
         let builder = if options.insecure {
             builder
