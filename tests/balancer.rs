@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command as AssertCommand;
@@ -475,11 +474,11 @@ fn an_overlapping_restart_on_a_shared_port_stops_the_old_server_and_drops_no_cli
 #[cfg(unix)]
 fn server_handed(socket: std::os::fd::RawFd) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    let mut command = Command::new("sh");
+    let mut command = std::process::Command::new("sh");
     command
         .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" server", BIN])
         .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
+        .stdin(std::process::Stdio::null());
     // SAFETY: dup2 and fcntl are async-signal-safe; the descriptor stays open until the child
     // exits. A socket that is already descriptor 3 only needs to survive exec: dup2 onto
     // itself would leave its close-on-exec flag set.
@@ -496,8 +495,8 @@ fn server_handed(socket: std::os::fd::RawFd) -> std::process::Output {
         })
     };
     let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -547,11 +546,11 @@ fn systemd_socket_activate_hands_over_the_listening_socket() {
     }
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new("systemd-socket-activate")
+    let mut child = std::process::Command::new("systemd-socket-activate")
         .args(["-l", &listen, BIN, "server", "--port", "1"])
         .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();

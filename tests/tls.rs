@@ -14,34 +14,13 @@ use common::*;
 
 /// Runs `tcpdemo ARGS` with `stdin`, bounded in time.
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = tcpdemo()
+    assert_cmd::Command::new(BIN)
+        .env_remove("RUST_LOG")
         .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let (done, finished) = mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        if finished.recv_timeout(Duration::from_secs(60)).is_err() {
-            // SAFETY: kill has no memory effects; a late signal to a reaped pid is the risk
-            // any timeout takes, and this one is a minute.
-            #[cfg(unix)]
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    });
-    let output = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    feeder.join().unwrap();
-    output
+        .write_stdin(stdin.to_vec())
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap()
 }
 
 /// Runs `tcpdemo ARGS` and checks that it succeeded and printed `expected`.
