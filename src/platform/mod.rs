@@ -154,11 +154,3 @@ pub enum ServiceState {
 pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<String>) {
     system::system_roots()
 }
-
-/// Hands the pages of this thread's stack below the current frame back to the system (Linux;
-/// elsewhere nothing). A deep call that has returned (a TLS handshake needs some 20 KiB) leaves
-/// its pages resident for the thread's life otherwise: with thousands of idle connections, each
-/// on a thread of its own, that is most of their memory.
-pub fn release_unused_stack() {
-    system::release_unused_stack();
-}

@@ -131,39 +131,6 @@ pub fn defer_port_choice(socket: &socket2::Socket) {
 #[cfg(not(target_os = "linux"))]
 pub fn defer_port_choice(_socket: &socket2::Socket) {}
 
-/// Everything below this function's frame is dead; this much below it is left alone anyway
-/// (the ABI's red zone is 128 bytes).
-#[cfg(target_os = "linux")]
-const STACK_MARGIN: usize = 4096;
-
-#[cfg(target_os = "linux")]
-#[inline(never)]
-pub fn release_unused_stack() {
-    // SAFETY: pthread_getattr_np fills `attr` for the calling thread, which is destroyed after
-    // use. The range given to madvise lies inside this thread's own stack, below the deepest
-    // live frame (this one) by STACK_MARGIN: no live data is there, and MADV_DONTNEED only
-    // makes those pages read back as zeros when next touched.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return;
-        }
-        let (mut low, mut size) = (std::ptr::null_mut(), 0usize);
-        let found = libc::pthread_attr_getstack(&attr, &mut low, &mut size) == 0;
-        libc::pthread_attr_destroy(&mut attr);
-        let here = std::ptr::addr_of!(size) as usize;
-        let page = 4096;
-        let low = (low as usize).next_multiple_of(page);
-        let end = here.saturating_sub(STACK_MARGIN) & !(page - 1);
-        if found && end > low {
-            libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn release_unused_stack() {}
-
 pub fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
     socket.set_reuse_port(true)
 }

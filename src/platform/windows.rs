@@ -177,5 +177,3 @@ pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<St
     let errors = found.errors.iter().map(ToString::to_string).collect();
     (found.certs, errors)
 }
-
-pub fn release_unused_stack() {}

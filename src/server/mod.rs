@@ -32,8 +32,11 @@ pub(crate) use stop::Stopper;
 
 /// Stack of a connection thread: the echo loop needs a few KiB; only touched pages are resident.
 const STACK_SIZE: usize = 64 * 1024;
-/// With TLS: rustls' handshake needs more (well over 64 KiB in a debug build).
+/// With TLS: whatever a peer sends after the handshake (an alert, a renegotiation attempt)
+/// goes through rustls on this thread, which in a debug build takes more than 64 KiB; an
+/// overflow would end the whole process. Untouched, the extra costs no memory.
 const TLS_STACK_SIZE: usize = 512 * 1024;
+
 /// How long a thread whose connection closed waits for another before exiting.
 const THREAD_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// Descriptors the process needs besides its connections (std streams, listener, signals).
