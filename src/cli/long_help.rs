@@ -138,17 +138,16 @@ everything while stdin is idle, the client exits 0. A reader of its output that 
 (`| head -c1`) ends it quietly with 0.
 
 TLS: --tls verifies the server against the system's CAs (SSL_CERT_FILE and SSL_CERT_DIR
-override them; macOS: /etc/ssl/cert.pem, not keychain additions) and --tls-ca FILE; any
---tls-* flag implies --tls. --tls-server-name NAME is sent (SNI) and checked instead of
---host; --tls-insecure checks nothing about the certificate (testing only); --tls-cert and
---tls-key present a client certificate; --tls-version 1.2 (or 1.3) offers only that version.
-The handshake is bounded by --timeout (10 s without).
--v prints the version and suite, then the certificate's subject, issuer, expiry and SHA-256
-fingerprint. A failed handshake says why and what to do: an untrusted or self-signed
-certificate (use --tls-ca FILE, or --tls-insecure), a name mismatch (the names it is for), an
-expired one (the date), a server that wants a client certificate, a server that does not speak
-TLS (a plain echo server sends the handshake back). The echo check applies to the decrypted
-bytes; input's end is sent as close_notify, then FIN.
+override them; macOS: /etc/ssl/cert.pem, not keychain additions) and --tls-ca FILE; any --tls-*
+flag implies --tls. --tls-server-name NAME is sent (SNI) and checked instead of --host;
+--tls-insecure checks nothing about the certificate (testing only); --tls-cert and --tls-key
+present a client certificate; --tls-version 1.2 (or 1.3) offers only that version. The
+handshake is bounded by --timeout (10 s without). -v prints the version and suite, then the
+certificate's subject, issuer, expiry and SHA-256 fingerprint. A failed handshake says why and
+what to do: an untrusted or self-signed certificate (use --tls-ca FILE, or --tls-insecure), a
+name mismatch (the names it is for), an expired one (the date), a server that wants a client
+certificate, a server that does not speak TLS (a plain echo server sends the handshake back).
+The echo check applies to the decrypted bytes; input's end is sent as close_notify, then FIN.
 
 From netcat: `nc -N -w 2 host 1234` is `tcpdemo client -N -w 2 -H host -p 1234`. Host and port
 are flags, so `tcpdemo client localhost 1234` sends that text (with a warning). -l and -k
