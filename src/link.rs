@@ -85,7 +85,6 @@ impl Link for TlsLink {
     }
 
     fn explain(&self, e: &io::Error) -> Option<String> {
-        let explained = self.client.explain(e);
-        (explained != e.to_string()).then_some(explained)
+        self.client.explain(e)
     }
 }

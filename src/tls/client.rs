@@ -18,9 +18,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::{
-    Failed, FirstBytes, HANDSHAKE, Stream, Threads, certs, explain, is_tls, provider, session,
-};
+use super::{Failed, FirstBytes, HANDSHAKE, Stream, Threads, certs, explain, provider, session};
 use crate::platform;
 
 /// How a client (or bench) checks the server and presents itself.
@@ -133,13 +131,16 @@ impl Client {
         let stream = Stream::new(socket, Threads::Two, conn, &[]);
         match stream.handshake(deadline, server_hello) {
             Ok(()) => Ok(stream),
-            Err(e) if is_tls(&e) => Err(std::io::Error::new(e.kind(), Failed(self.explain(&e)))),
-            Err(e) => Err(e),
+            Err(e) => Err(match self.explain(&e) {
+                Some(why) => std::io::Error::new(e.kind(), Failed(why)),
+                None => e,
+            }),
         }
     }
 
-    /// An error on this connection, with its cause and fix where known.
-    pub fn explain(&self, e: &std::io::Error) -> String {
+    /// The cause of an error on this connection, and its fix, where the error alone does not
+    /// say them.
+    pub fn explain(&self, e: &std::io::Error) -> Option<String> {
         let cert = match (
             self.own_cert.asked.load(Ordering::Relaxed),
             self.own_cert.key.is_some(),
@@ -148,7 +149,7 @@ impl Client {
             (true, false) => explain::ClientCert::AskedNone,
             (true, true) => explain::ClientCert::Sent,
         };
-        explain::client(e, &self.name, cert, self.has_ca).unwrap_or_else(|| e.to_string())
+        explain::client(e, &self.name, cert, self.has_ca)
     }
 }
 

@@ -79,10 +79,10 @@ pub fn client(
             ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset if asked => {
                 Some(asked_for_cert())
             }
-            ErrorKind::TimedOut => Some("the server did not complete the TLS handshake".into()),
-            ErrorKind::UnexpectedEof => {
-                Some("the server closed the connection during the TLS handshake".into())
+            ErrorKind::TimedOut => {
+                Some("no answer from the server in time (does it speak TLS?)".into())
             }
+            ErrorKind::UnexpectedEof => Some("the server closed the connection".into()),
             _ => None,
         };
     };
