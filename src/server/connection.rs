@@ -60,7 +60,7 @@ struct Secured {
 
 /// Why a connection was closed before its echo began.
 enum Refusal {
-    /// The peer went away: routine.
+    /// The peer went away (a TLS health check, `openssl s_time`): routine.
     PeerLeft,
     /// Something is wrong, and the log says what.
     Failed,
@@ -86,14 +86,13 @@ impl Connection {
         if settings.proxy_protocol {
             match self.read_proxy_header() {
                 Ok(rest) => first = rest,
-                Err(why) => return self.refuse(&why),
+                Err(why) => return self.refuse(&why, Refusal::Failed),
             }
         }
         let tls = match self.shared.tls.clone() {
             Some(config) => match self.handshake(&config, &first, started + HEADER_TIMEOUT) {
                 Ok(secured) => Some(secured),
-                Err((why, Refusal::PeerLeft)) => return self.left(&why),
-                Err((why, Refusal::Failed)) => return self.refuse(&why),
+                Err((why, refusal)) => return self.refuse(&why, refusal),
             },
             None => None,
         };
@@ -166,33 +165,30 @@ impl Connection {
         Ok(rest)
     }
 
-    /// A connection whose peer left before it was set up (a TLS health check, `openssl
-    /// s_time`): a routine close line.
-    fn left(&self, why: &str) {
-        let shared = &self.shared;
-        shared.activity.opened();
-        let (id, peer) = (self.id, self.peer);
-        if shared.activity.closed(0) {
-            info!(conn = id, peer:% = peer; "#{id} {peer}: closed, {why}");
-        }
-    }
-
-    /// Closes a connection that sent no usable PROXY header or TLS handshake: a warning, unless
-    /// the server cut it at shutdown while it was still sending one.
-    fn refuse(&self, why: &str) {
+    /// Closes a connection before its echo began: a routine close line when the peer left or
+    /// the server cut it at shutdown, a warning otherwise (no usable PROXY header or TLS
+    /// handshake).
+    fn refuse(&self, why: &str, refusal: Refusal) {
         let shared = &self.shared;
         shared.activity.opened();
         let routine_logged = shared.activity.closed(0);
         let (id, peer) = (self.id, self.peer);
-        if shared.phase() == Phase::Cutting {
-            if routine_logged {
-                info!(conn = id, peer:% = peer; "#{id} {peer}: closed, cut at shutdown");
+        let routine = match refusal {
+            _ if shared.phase() == Phase::Cutting => Some("cut at shutdown"),
+            Refusal::PeerLeft => Some(why),
+            Refusal::Failed => None,
+        };
+        match routine {
+            Some(reason) if routine_logged => {
+                info!(conn = id, peer:% = peer; "#{id} {peer}: closed, {reason}");
             }
-            return;
+            Some(_) => {}
+            None => {
+                shared.warnings.warn(|held_back| {
+                    format!("#{id} {peer}: closed without echoing anything: {why}{held_back}")
+                });
+            }
         }
-        shared.warnings.warn(|held_back| {
-            format!("#{id} {peer}: closed without echoing anything: {why}{held_back}")
-        });
     }
 
     /// Sets the socket up before anything is read: small replies (and a TLS handshake's last
@@ -257,12 +253,10 @@ impl Connection {
                 session,
                 subject,
             }),
-            Err(e) if self.shared.phase() < Phase::Cutting && !tls::is_tls(&e) && gone(&e) => {
-                Err((
-                    "reset by peer during the TLS handshake".into(),
-                    Refusal::PeerLeft,
-                ))
-            }
+            Err(e) if !tls::is_tls(&e) && gone(&e) => Err((
+                "reset by peer during the TLS handshake".into(),
+                Refusal::PeerLeft,
+            )),
             Err(e) => Err((tls::explain(&e), Refusal::Failed)),
         }
     }
