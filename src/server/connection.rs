@@ -271,8 +271,8 @@ impl Connection {
         tls: Option<&tls::Stream<rustls::ServerConnection>>,
     ) -> Result<(), EchoError> {
         let stream = &*self.stream;
-        // Reading the PROXY header or the handshake left a read timeout of its own.
-        if settings.idle_timeout.is_some() || settings.proxy_protocol || tls.is_some() {
+        // Reading the PROXY header left a read timeout of its own.
+        if settings.idle_timeout.is_some() || settings.proxy_protocol {
             let idle = settings.idle_timeout;
             stream.set_read_timeout(idle).map_err(EchoError::Read)?;
             stream.set_write_timeout(idle).map_err(EchoError::Write)?;

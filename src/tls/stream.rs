@@ -110,12 +110,20 @@ where
     }
 
     /// Completes the handshake by `deadline`. `first` judges the peer's first bytes before
-    /// rustls does, so that a peer that does not speak TLS gets a plain answer.
+    /// rustls does, so that a peer that does not speak TLS gets a plain answer. The socket's
+    /// read timeout is left as it was found.
     pub fn handshake(
         &self,
         deadline: Instant,
         first: impl Fn(&[u8]) -> FirstBytes,
     ) -> io::Result<()> {
+        let read_timeout = self.socket.read_timeout()?;
+        let result = self.shake(deadline, first);
+        self.socket.set_read_timeout(read_timeout)?;
+        result
+    }
+
+    fn shake(&self, deadline: Instant, first: impl Fn(&[u8]) -> FirstBytes) -> io::Result<()> {
         let mut incoming = lock(&self.incoming);
         let mut judged = false;
         loop {
@@ -151,15 +159,7 @@ where
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ErrorKind::TimedOut.into());
-            }
-            self.socket.set_read_timeout(Some(left))?;
-            match self.fill(&mut incoming) {
-                Err(e) if stall::is_timeout(&e) => return Err(ErrorKind::TimedOut.into()),
-                other => other?,
-            }
+            self.fill(&mut incoming, Some(deadline))?;
         }
     }
 
@@ -169,9 +169,10 @@ where
         self.send_pending(lock(&self.outgoing))
     }
 
-    /// Reads what the socket has into `incoming`. The buffer grows once a read fills all the
-    /// room it was given: the socket had more, a bulk stream.
-    fn fill(&self, incoming: &mut Incoming) -> io::Result<()> {
+    /// Reads what the socket has into `incoming`, by `deadline` if there is one (see
+    /// `stall::read_by`). The buffer grows once a read fills all the room it was given: the
+    /// socket had more, a bulk stream.
+    fn fill(&self, incoming: &mut Incoming, deadline: Option<Instant>) -> io::Result<()> {
         if incoming.start == incoming.end {
             incoming.start = 0;
             incoming.end = 0;
@@ -196,11 +197,15 @@ where
         }
         let end = incoming.end;
         let room = incoming.buf.len() - end;
-        let n = loop {
-            match (&*self.socket).read(&mut incoming.buf[end..]) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                other => break other?,
-            }
+        let room_left = &mut incoming.buf[end..];
+        let n = match deadline {
+            Some(deadline) => stall::read_by(&self.socket, room_left, deadline)?,
+            None => loop {
+                match (&*self.socket).read(room_left) {
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            },
         };
         incoming.filled = n == room;
         if n == 0 {
@@ -342,7 +347,7 @@ where
                 Err(e) if e.kind() == ErrorKind::WouldBlock && !incoming.told => {}
                 other => return other,
             }
-            self.fill(&mut incoming)?;
+            self.fill(&mut incoming, None)?;
         }
     }
 }
