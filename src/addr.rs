@@ -5,7 +5,8 @@ use std::vec;
 
 use anyhow::{Context, Result};
 
-fn bare(host: &str) -> &str {
+/// A host without the brackets an IPv6 address may come in: `[::1]` is `::1`.
+pub(crate) fn bare(host: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 

@@ -469,7 +469,7 @@ fn cidr(text: &str) -> Result<ipnet::IpNet, String> {
 
 /// A host for -H: a name or an address, without a port (that is -p).
 fn host(text: &str) -> Result<String, String> {
-    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    let bare = crate::addr::bare(text);
     if bare.trim().is_empty() {
         return Err("-H needs a host name or an address, e.g. -H localhost or -H 127.0.0.1".into());
     }

@@ -60,7 +60,7 @@ pub struct Client {
 impl Client {
     pub fn new(options: &ClientOptions, host: &str) -> Result<Client> {
         let shown = options.server_name.as_deref().unwrap_or(host);
-        let name = ServerName::try_from(shown.trim_start_matches('[').trim_end_matches(']'))
+        let name = ServerName::try_from(crate::addr::bare(shown))
             .map_err(|_| anyhow!("{shown} is not a server name TLS can check"))?
             .to_owned();
         let versions: &[&rustls::SupportedProtocolVersion] = match options.version {

@@ -29,7 +29,7 @@ pub fn server_config(options: &ServerOptions, host: &str) -> Result<Arc<ServerCo
         Some((cert, key)) => certs::read_identity(cert, key)?,
         None => {
             let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(Into::into).into();
-            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let host = crate::addr::bare(host);
             if !host.is_empty() && !names.iter().any(|n| n == host) && !is_wildcard(host) {
                 names.push(host.into());
             }
