@@ -145,10 +145,15 @@ pub fn unix_date(time: UnixTime) -> String {
 
 /// The names a certificate is for, as rustls lists them (`DnsName("localhost")`,
 /// `IpAddress(127.0.0.1)`), as people write them.
-pub fn plain_name(presented: &str) -> &str {
+pub fn plain_name(presented: &str) -> String {
     let inner = presented
         .split_once('(')
         .and_then(|(_, rest)| rest.strip_suffix(')'))
-        .unwrap_or(presented);
-    inner.trim_matches('"')
+        .unwrap_or(presented)
+        .trim_matches('"');
+    // rustls writes IPv6 addresses its own way (`0::1`).
+    match inner.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => inner.to_string(),
+    }
 }

@@ -127,6 +127,7 @@ mod tests {
     fn names_and_dates_read_as_people_write_them() {
         assert_eq!(certs::plain_name("DnsName(\"localhost\")"), "localhost");
         assert_eq!(certs::plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(certs::plain_name("IpAddress(0::1)"), "::1");
         assert_eq!(certs::date(1_614_816_000), "2021-03-04 00:00:00 UTC");
     }
 }
