@@ -18,6 +18,11 @@ pub trait Link: Send + Sync + 'static {
     fn send(&self, bytes: &[u8], timeout: Option<Duration>) -> io::Result<()>;
     /// Ends our side: the server sees the end of its input.
     fn finish(&self) -> io::Result<()>;
+    /// `send` then `finish`, in as few packets as the link can.
+    fn send_last(&self, bytes: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+        self.send(bytes, timeout)?;
+        self.finish()
+    }
     /// Some of the reply; 0 at its end.
     fn receive(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// The cause of an error, in words, where the error alone does not say it.
@@ -70,6 +75,13 @@ impl Link for TlsLink {
     /// close_notify, then the TCP half-close.
     fn finish(&self) -> io::Result<()> {
         self.stream.close()?;
+        self.socket().shutdown(Shutdown::Write)
+    }
+
+    /// The last bytes and close_notify in one record flight.
+    fn send_last(&self, bytes: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_write_timeout(timeout);
+        self.stream.write_and_close(bytes)?;
         self.socket().shutdown(Shutdown::Write)
     }
 

@@ -310,13 +310,14 @@ fn send_and_check(
     while received < size {
         if sent < size && sent - received < WINDOW {
             let n = (size - sent).min(WINDOW - (sent - received));
-            stream
-                .send(pattern.send(sent as u64, n), Some(IO_TIMEOUT))
-                .map_err(stalled_write)?;
+            let bytes = pattern.send(sent as u64, n);
             sent += n;
             if half_close && sent == size {
-                stream.finish()?;
+                stream.send_last(bytes, Some(IO_TIMEOUT))
+            } else {
+                stream.send(bytes, Some(IO_TIMEOUT))
             }
+            .map_err(stalled_write)?;
             continue;
         }
         let want = (sent - received).min(buf.len());

@@ -64,9 +64,7 @@ pub fn exchange<R: Read + Send + 'static, L: Link>(
     match input {
         Input::Message(message) if message.len() <= INLINE_MESSAGE => {
             let chunk = outbox.post_message(message);
-            sending.attempt(&*link, true, || {
-                link.send(&chunk, timeout).and_then(|()| link.finish())
-            });
+            sending.attempt(&*link, true, || link.send_last(&chunk, timeout));
             sending.lock().done = true;
         }
         input => {

@@ -50,6 +50,8 @@ struct Incoming {
     /// The socket reached its end; `told`: rustls knows.
     eof: bool,
     told: bool,
+    /// The peer's close_notify has been read: it sends nothing more.
+    peer_closed: bool,
 }
 
 /// What a handshake's first bytes from the peer say, before rustls parses them.
@@ -145,11 +147,10 @@ where
                     return Err(e);
                 }
                 if !conn.is_handshaking() {
-                    drop(conn);
-                    // What is left (a server's session tickets) goes out now or with the first
-                    // reply; a client that left at once (`openssl s_time`, a TLS health check)
-                    // is found by the next read, as any other peer that went away.
-                    let _ = self.send_pending(lock(&self.outgoing));
+                    // What is left (a client's last flight, a server's session tickets) goes
+                    // out with the first write, or before the first wait for the peer (see
+                    // `read`): one packet fewer per connection. A peer that left at once
+                    // (`openssl s_time`, a TLS health check) is found then, as any other.
                     return Ok(());
                 }
                 if conn.wants_write() {
@@ -165,8 +166,26 @@ where
 
     /// Sends close_notify: the TLS end of our side, before the TCP one.
     pub fn close(&self) -> io::Result<()> {
-        lock(&self.conn).send_close_notify();
-        self.send_pending(lock(&self.outgoing))
+        self.write_and_close(&[])
+    }
+
+    /// Sends `bytes` and close_notify after them, in one write where they fit (rustls takes
+    /// 64 KiB at a time).
+    pub fn write_and_close(&self, mut bytes: &[u8]) -> io::Result<()> {
+        loop {
+            let out = lock(&self.outgoing);
+            let mut conn = lock(&self.conn);
+            let n = conn.writer().write(bytes)?;
+            bytes = &bytes[n..];
+            if bytes.is_empty() {
+                conn.send_close_notify();
+            }
+            drop(conn);
+            self.send_pending(out)?;
+            if bytes.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Reads what the socket has into `incoming`, by `deadline` if there is one (see
@@ -279,6 +298,7 @@ fn feed<S: SideData>(conn: &mut ConnectionCommon<S>, incoming: &mut Incoming) ->
         let n = conn.read_tls(&mut &incoming.buf[incoming.start..incoming.end])?;
         incoming.start += n;
         let state = conn.process_new_packets().map_err(tls_error)?;
+        incoming.peer_closed |= state.peer_has_closed();
         if n == 0 || state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
             return Ok(());
         }
@@ -332,7 +352,12 @@ where
                 }
                 other => other,
             };
-            let pending = conn.wants_write();
+            // What is queued goes out before we wait for the peer, which may be waiting for
+            // it; with plaintext in hand, the reply that follows carries it.
+            let pending = conn.wants_write()
+                && read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::WouldBlock);
             drop(conn);
             // All taken: an idle connection keeps no buffer of its own (the small one comes
             // back from the allocator's thread cache in nanoseconds).
@@ -352,7 +377,8 @@ where
     }
 }
 
-/// Plaintext to the peer, sent before `write` returns.
+/// Plaintext to the peer, sent before `write` returns; except the server's echo of what came
+/// with the peer's close_notify, which goes out with ours (see `close`) in one packet.
 impl<C, S> Write for &Stream<C>
 where
     C: DerefMut<Target = ConnectionCommon<S>>,
@@ -360,8 +386,20 @@ where
 {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let out = lock(&self.outgoing);
-        let n = lock(&self.conn).writer().write(buf)?;
+        let mut conn = lock(&self.conn);
+        // One write held at most: rustls takes no more than 64 KiB of records unsent.
+        let hold =
+            self.threads == Threads::One && !conn.wants_write() && lock(&self.incoming).peer_closed;
+        let n = conn.writer().write(buf)?;
+        drop(conn);
+        if hold && n == buf.len() {
+            return Ok(n);
+        }
         self.send_pending(out)?;
+        if n == 0 && !buf.is_empty() {
+            // A held write filled rustls' buffer; it is empty now.
+            return self.write(buf);
+        }
         Ok(n)
     }
 
