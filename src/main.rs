@@ -63,6 +63,9 @@ fn server_config(args: ServerArgs) -> server::Config {
         health_port: args.health_port,
         drain_delay: args.drain_delay,
         grace: args.grace,
+        udp: args.udp.then_some(server::UdpOptions {
+            rate: args.udp_rate,
+        }),
         tls: (args.tls
             || args.tls_cert.is_some()
             || args.tls_write_cert.is_some()
@@ -111,6 +114,7 @@ fn client_options(args: ClientArgs) -> client::Options {
         message,
         send_proxy: args.send_proxy,
         tls: tls_client_options(args.tls, false),
+        udp: args.udp.then_some(args.retries),
         expect: match (args.plain, args.any_reply) {
             (_, true) => client::Expect::Any,
             (true, false) => client::Expect::Echo(Echo::Plain),
@@ -120,14 +124,42 @@ fn client_options(args: ClientArgs) -> client::Options {
 }
 
 fn bench_options(args: BenchArgs) -> bench::Options {
-    if args.rate.is_some() && args.mode == BenchMode::Stream {
+    if args.udp {
+        match args.mode {
+            BenchMode::Connect => cli::usage_error(
+                "bench",
+                "UDP has no connections: use --udp with --mode rr, or stream with --rate",
+            ),
+            BenchMode::Stream if args.rate.is_none() => cli::usage_error(
+                "bench",
+                "--udp --mode stream needs --rate N: UDP has no flow control, so bench sends N \
+                 datagrams a second (as iperf3 -u -b does)",
+            ),
+            _ => {}
+        }
+        if let Some(size) = args.size
+            && !(bench::UDP_HEADER as u32..=server::MAX_DATAGRAM as u32).contains(&size)
+        {
+            cli::usage_error(
+                "bench",
+                &format!(
+                    "--udp --size is {} to {} bytes: each datagram carries its sequence number \
+                     and times, and fits in one UDP datagram",
+                    bench::UDP_HEADER,
+                    server::MAX_DATAGRAM
+                ),
+            );
+        }
+    } else if args.rate.is_some() && args.mode == BenchMode::Stream {
         cli::usage_error(
             "bench",
             "--rate paces requests or connections: use it with --mode rr or connect",
         );
     }
-    let default_size = if args.mode == BenchMode::Stream {
+    let default_size = if args.mode == BenchMode::Stream && !args.udp {
         64 * 1024
+    } else if args.mode == BenchMode::Stream {
+        1_400
     } else {
         64
     };
@@ -151,6 +183,10 @@ fn bench_options(args: BenchArgs) -> bench::Options {
         hist: args.hist,
         plot: args.plot,
         tls: tls_client_options(args.tls, args.tls_resume),
+        udp: args.udp.then_some(bench::UdpOptions {
+            timeout: args.udp_timeout,
+            max_loss: args.max_loss,
+        }),
     }
 }
 

@@ -13,26 +13,12 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Runs `tcpdemo ARGS` with `stdin`, bounded in time.
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    assert_cmd::Command::new(BIN)
-        .env_remove("RUST_LOG")
-        .args(args)
-        .write_stdin(stdin.to_vec())
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap()
-}
-
 /// Runs `tcpdemo ARGS` and checks that it succeeded and printed `expected`.
 fn expect_echo(args: &[&str], stdin: &[u8], expected: &[u8]) -> Output {
     let out = run(args, stdin);
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     assert!(out.stdout == expected, "{args:?}: the echo differs");
     out
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn run_openssl(args: &[&str]) {

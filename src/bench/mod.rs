@@ -9,6 +9,7 @@ mod pacing;
 mod pattern;
 mod recording;
 mod report;
+mod udp;
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
@@ -30,6 +31,7 @@ use modes::{Lag, Progress, READ_BUF, Run, WORKER_STACK};
 use pattern::Pattern;
 use recording::Recording;
 use report::{Interval, MIB, Open, Pace, Report};
+pub use udp::{HEADER as UDP_HEADER, UdpOptions};
 
 /// Bounds every wait on the server, so a stalled server ends the run instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +59,8 @@ pub struct Options {
     pub plot: Option<PathBuf>,
     /// Speak TLS.
     pub tls: Option<crate::tls::ClientOptions>,
+    /// Send datagrams instead.
+    pub udp: Option<UdpOptions>,
 }
 
 /// Measures, prints the report, writes the files asked for; a deliberate second stop request
@@ -100,6 +104,12 @@ pub fn run(options: Options, exit_now: ExitNow) -> Result<()> {
             report.total.first_error.as_deref().unwrap_or("unknown")
         );
     }
+    if let Some(max) = options.udp.and_then(|udp| udp.max_loss) {
+        let lost = report.total.datagrams.lost_percent();
+        if lost > max {
+            bail!("{lost:.2}% of the datagrams got no reply: more than --max-loss {max}%");
+        }
+    }
     Ok(())
 }
 
@@ -135,7 +145,10 @@ pub(crate) fn measure(
         Some(tls) => Some(Arc::new(crate::tls::Client::new(tls, &options.host)?)),
         None => None,
     };
-    let addr = reach(options, tls.as_deref())?;
+    let addr = match options.udp {
+        Some(udp) => reach_udp(options, udp)?,
+        None => reach(options, tls.as_deref())?,
+    };
     let pattern = Pattern::new(options.size.max(READ_BUF), options.echo);
     let progress = Progress::default();
     let start = Instant::now();
@@ -156,11 +169,13 @@ pub(crate) fn measure(
     };
     let (lags, watched) = run_workers(options, &run, on_interval)?;
     let mut total = recording.total();
-    if options.mode == BenchMode::Stream {
+    if options.mode == BenchMode::Stream && options.udp.is_none() {
         total.latency.reset();
     }
+    // UDP flows wait for replies that may never come; the run ended when they were last busy.
+    let ended = recording.flows_ended().unwrap_or(watched.ended);
     let report = Report {
-        elapsed: watched.ended.saturating_duration_since(measure_from),
+        elapsed: ended.saturating_duration_since(measure_from),
         total,
         pace: options.rate.map(|target| Pace { target, lag: lags }),
         open: Open {
@@ -196,8 +211,28 @@ fn reach(options: &Options, tls: Option<&crate::tls::Client>) -> Result<SocketAd
         // Not a measured connection: it ends at once, as TLS allows.
         let _ = stream.close();
     }
+    measuring(options, addr);
+    Ok(addr)
+}
+
+/// `reach` over UDP: one datagram must come back, as the client would send it.
+fn reach_udp(options: &Options, udp: UdpOptions) -> Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> =
+        crate::addr::resolve_only(&options.host, options.port, options.family)?.collect();
+    let expect = client::Expect::Echo(options.echo);
+    let addr = client::udp::reach(&addrs, b"tcpdemo bench", expect, udp.timeout)?;
+    measuring(options, addr);
+    Ok(addr)
+}
+
+fn measuring(options: &Options, addr: SocketAddr) {
     log::info!(
-        "measuring {addr}: {} mode, {} {}, {:?}{}",
+        "measuring {addr}{}: {} mode, {} {}, {:?}{}",
+        if options.udp.is_some() {
+            " over UDP"
+        } else {
+            ""
+        },
         report::mode_name(options.mode),
         options.connections,
         report::connections_name(options.mode, options.connections),
@@ -206,7 +241,6 @@ fn reach(options: &Options, tls: Option<&crate::tls::Client>) -> Result<SocketAd
             .rate
             .map_or(String::new(), |r| format!(", open loop at {r}/s"))
     );
-    Ok(addr)
 }
 
 /// Starts a worker per connection, watches them to the end of the run, and returns their lag
@@ -223,10 +257,11 @@ fn run_workers(
     let (lags, watched) = thread::scope(|scope| -> Result<_> {
         let mut handles = Vec::new();
         for worker in 0..options.connections {
-            let work = move || match options.mode {
-                BenchMode::Rr => modes::request_response(run, worker),
-                BenchMode::Stream => modes::stream(run, worker),
-                BenchMode::Connect => modes::connect(run, worker),
+            let work = move || match (options.mode, options.udp) {
+                (_, Some(udp)) => udp::flow(run, worker, udp),
+                (BenchMode::Rr, None) => modes::request_response(run, worker),
+                (BenchMode::Stream, None) => modes::stream(run, worker),
+                (BenchMode::Connect, None) => modes::connect(run, worker),
             };
             let handle = thread::Builder::new()
                 .name("bench".into())

@@ -25,7 +25,7 @@ pub const READ_BUF: usize = 256 * 1024;
 pub const WORKER_STACK: usize = 256 * 1024;
 /// After a failure a worker waits before it tries again, doubling up to `MAX_BACKOFF`, so a
 /// server that is down is not hammered (an error every 10 ms per connection, before).
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Shared counters, for the progress line and the connections open at once.
@@ -93,7 +93,7 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn going(&self) -> bool {
+    pub(super) fn going(&self) -> bool {
         Instant::now() < self.deadline && !self.stop.load(Ordering::Relaxed)
     }
 
@@ -108,7 +108,7 @@ impl Run<'_> {
 
     /// When the next operation is due: now in a closed loop, on schedule in an open one;
     /// `None` once the run is over.
-    fn next_due(&self, schedule: &mut Option<Schedule>) -> Option<Instant> {
+    pub(super) fn next_due(&self, schedule: &mut Option<Schedule>) -> Option<Instant> {
         match schedule {
             Some(schedule) => schedule.next(self.deadline, &|| self.stop.load(Ordering::Relaxed)),
             None => self.going().then(Instant::now),
@@ -116,7 +116,7 @@ impl Run<'_> {
     }
 
     /// Where a worker ended against its schedule.
-    fn lag(&self, schedule: &Option<Schedule>) -> Lag {
+    pub(super) fn lag(&self, schedule: &Option<Schedule>) -> Lag {
         let Some(schedule) = schedule else {
             return Lag::default();
         };
@@ -127,12 +127,12 @@ impl Run<'_> {
         }
     }
 
-    fn schedule(&self, worker: u32) -> Option<Schedule> {
+    pub(super) fn schedule(&self, worker: u32) -> Option<Schedule> {
         self.rate
             .map(|rate| Schedule::new(self.start, worker, self.workers, rate))
     }
 
-    fn done(&self, worker: u32, due: Instant, sent: Instant) {
+    pub(super) fn done(&self, worker: u32, due: Instant, sent: Instant) {
         let done = Instant::now();
         self.recording
             .ok(worker as usize, Timing { due, sent, done }, self.size);
@@ -143,7 +143,7 @@ impl Run<'_> {
     }
 
     /// Records a failure and waits before the next try, longer after each failure in a row.
-    fn failed(&self, worker: u32, e: &io::Error, backoff: &mut Duration) {
+    pub(super) fn failed(&self, worker: u32, e: &io::Error, backoff: &mut Duration) {
         self.recording.error(worker as usize, e);
         let until = (Instant::now() + *backoff).min(self.until());
         while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {

@@ -36,6 +36,11 @@ impl Pattern {
         }
     }
 
+    /// The echo the server is expected to give.
+    pub fn echo(&self) -> Echo {
+        self.echo
+    }
+
     pub fn send(&self, offset: u64, len: usize) -> &[u8] {
         &self.data[offset as usize % PERIOD..][..len]
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::udp::Datagrams;
 use crate::stall;
 
 /// Recorders shared by the workers.
@@ -93,6 +94,8 @@ pub struct Stats {
     pub handshakes: u64,
     pub resumed: u64,
     pub handshake: Histogram<u64>,
+    /// `--udp`: what happened to the datagrams, added as each flow ends.
+    pub datagrams: Datagrams,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -113,6 +116,7 @@ impl Stats {
             handshakes: 0,
             resumed: 0,
             handshake: histogram(),
+            datagrams: Datagrams::default(),
         }
     }
 
@@ -136,6 +140,7 @@ impl Stats {
         self.handshakes += other.handshakes;
         self.resumed += other.resumed;
         let _ = self.handshake.add(&other.handshake);
+        self.datagrams.add(&other.datagrams);
     }
 
     fn error(&mut self, failure: Failure, text: &dyn std::fmt::Display) {
@@ -157,6 +162,7 @@ pub struct Recording {
     shards: Vec<Mutex<Shard>>,
     measure_from: Instant,
     paced: bool,
+    flows_ended: Mutex<Option<Instant>>,
 }
 
 /// When an operation was due, sent and done.
@@ -185,6 +191,7 @@ impl Recording {
             shards,
             measure_from,
             paced,
+            flows_ended: Mutex::new(None),
         }
     }
 
@@ -226,6 +233,31 @@ impl Recording {
             stats.sent += sent;
             stats.received += received;
         }
+    }
+
+    /// When measuring begins: the warm-up's end.
+    pub fn measure_from(&self) -> Instant {
+        self.measure_from
+    }
+
+    /// A UDP flow ended, with this account of its datagrams (counted in the total only: a
+    /// flow's loss is known only at its end).
+    /// `end`: when the flow was last busy.
+    pub fn flow(&self, worker: usize, datagrams: Datagrams, end: Instant) {
+        self.shard(worker).total.datagrams.add(&datagrams);
+        let mut last = self
+            .flows_ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *last = Some(last.map_or(end, |last| last.max(end)));
+    }
+
+    /// When the last UDP flow was last busy.
+    pub fn flows_ended(&self) -> Option<Instant> {
+        *self
+            .flows_ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A TLS handshake that took `took`.

@@ -162,6 +162,45 @@ impl Report {
         ))
     }
 
+    /// UDP: what happened to the datagrams, their jitter, and the goodput (what came back in
+    /// time), in bits/s too, as iperf3 states it.
+    fn datagram_rows(&self) -> Vec<(&'static str, String)> {
+        let d = &self.total.datagrams;
+        let received = self.per_second(self.total.received);
+        vec![
+            (
+                "delivery",
+                format!(
+                    "sent {}, echoed {}, lost {} ({:.2}%), late {}, duplicated {}, reordered {}",
+                    thousands(d.sent),
+                    thousands(d.echoed),
+                    thousands(d.lost),
+                    d.lost_percent(),
+                    thousands(d.late),
+                    thousands(d.duplicated),
+                    thousands(d.reordered)
+                ),
+            ),
+            (
+                "jitter",
+                format!(
+                    "{} (RFC 3550, of the round trip; the mean of {} {})",
+                    micros(d.jitter_micros()),
+                    thousands(d.flows),
+                    if d.flows == 1 { "flow" } else { "flows" }
+                ),
+            ),
+            (
+                "goodput",
+                format!(
+                    "{:.1} MiB/s each way ({:.1} Mbit/s)",
+                    received / MIB,
+                    received * 8.0 / 1e6
+                ),
+            ),
+        ]
+    }
+
     /// bench's own CPU time per operation, in µs.
     pub fn cpu_per_operation(&self) -> Option<f64> {
         let cpu = self.cpu?;
@@ -220,7 +259,7 @@ impl Report {
     /// What to say when fewer connections were open at once than `--connections` asked for.
     pub fn connections_short(&self, options: &Options) -> Option<String> {
         let asked = u64::from(options.connections);
-        if options.mode == BenchMode::Connect || self.open.peak >= asked {
+        if options.mode == BenchMode::Connect || options.udp.is_some() || self.open.peak >= asked {
             return None;
         }
         Some(format!(
@@ -235,21 +274,25 @@ impl Report {
     /// The report a person reads: a heading, then a row a figure, then the notes.
     pub fn to_table(&self, options: &Options) -> String {
         let mut rows = vec![self.operations_row(options)];
-        if options.mode != BenchMode::Connect {
+        if options.mode != BenchMode::Connect && options.udp.is_none() {
             let mut open = format!("{} at most", thousands(self.open.peak));
             if let Some(n) = self.open.after_warmup {
                 open += &format!(", {} when the warm-up ended", thousands(n));
             }
             rows.push(("open", open));
         }
-        rows.push((
-            "throughput",
-            format!(
-                "sent {:.1} MiB/s, received {:.1} MiB/s",
-                self.per_second(self.total.sent) / MIB,
-                self.per_second(self.total.received) / MIB
-            ),
-        ));
+        if options.udp.is_some() {
+            rows.extend(self.datagram_rows());
+        } else {
+            rows.push((
+                "throughput",
+                format!(
+                    "sent {:.1} MiB/s, received {:.1} MiB/s",
+                    self.per_second(self.total.sent) / MIB,
+                    self.per_second(self.total.received) / MIB
+                ),
+            ));
+        }
         for (name, service) in [("latency", false), ("service time", true)] {
             let cells: Vec<String> = self
                 .latency_micros(service)
@@ -266,7 +309,7 @@ impl Report {
         rows.push(("errors", self.errors_cell()));
         if let Some(us) = self.cpu_per_operation() {
             let share = self.cpu.unwrap_or_default().as_secs_f64() / self.elapsed.as_secs_f64();
-            let per = operation_name(options.mode).trim_end_matches('s');
+            let per = operations_name(options).trim_end_matches('s');
             let cell = format!(
                 "{} per {per} ({:.0}% of one core)",
                 micros(us),
@@ -312,7 +355,7 @@ impl Report {
             thousands(self.total.operations),
             thousands(self.per_second(self.total.operations).round() as u64)
         );
-        (operation_name(options.mode), cell)
+        (operations_name(options), cell)
     }
 
     /// The count of errors, then each kind that occurred.
@@ -330,17 +373,29 @@ impl Report {
     }
 }
 
-/// `rr against localhost:1234: 50 connections, 64 bytes`.
+/// `rr against localhost:1234: 50 connections, 64 bytes`; over UDP, `50 flows`.
 fn what_ran(options: &Options) -> String {
+    let (over, connections) = match (options.udp, options.connections) {
+        (Some(_), 1) => (" over UDP", "flow"),
+        (Some(_), _) => (" over UDP", "flows"),
+        (None, n) => ("", connections_name(options.mode, n)),
+    };
     format!(
-        "{} against {}:{}: {} {}, {} bytes",
+        "{}{over} against {}:{}: {} {connections}, {} bytes",
         mode_name(options.mode),
         options.host,
         options.port,
         thousands(u64::from(options.connections)),
-        connections_name(options.mode, options.connections),
         thousands(options.size as u64),
     )
+}
+
+/// What one operation of this run is, in the plural: over UDP, a request or a datagram.
+fn operations_name(options: &Options) -> &'static str {
+    match (options.udp, options.mode) {
+        (Some(_), BenchMode::Stream) => "datagrams",
+        _ => operation_name(options.mode),
+    }
 }
 
 /// µs below a millisecond, ms above, plain ASCII.
@@ -401,6 +456,7 @@ mod tests {
             hist: None,
             plot: None,
             tls: None,
+            udp: None,
         }
     }
 

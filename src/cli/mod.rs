@@ -252,6 +252,14 @@ pub struct ServerArgs {
     #[arg(long, help_heading = "TLS")]
     pub tls: bool,
 
+    /// Also serve the echo over UDP, on the same address and port number: each datagram comes back to its sender, uppercased
+    #[arg(long, help_heading = "UDP")]
+    pub udp: bool,
+
+    /// With --udp: answer at most N datagrams a second from any one address, and drop (and count) the rest
+    #[arg(long, value_name = "N", default_value_t = 100_000, requires = "udp", value_parser = clap::value_parser!(u32).range(1..), help_heading = "UDP")]
+    pub udp_rate: u32,
+
     /// The certificate chain to serve, PEM, leaf first (implies --tls)
     #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
     pub tls_cert: Option<PathBuf>,
@@ -355,6 +363,20 @@ pub struct ClientArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// Send UDP datagrams instead: the message as one, or stdin a line at a time; --timeout is then each wait for a reply [default: 1s]
+    #[arg(short = 'u', long, conflicts_with_all = ["send_proxy", "tls", "tls_ca", "tls_server_name", "tls_insecure", "tls_version", "tls_cert", "tls_key"], help_heading = "UDP")]
+    pub udp: bool,
+
+    /// With --udp: send a message again this many times when no reply comes in --timeout
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        requires = "udp",
+        help_heading = "UDP"
+    )]
+    pub retries: u32,
+
     /// Words to send, joined by single spaces, byte for byte; none (or '-') streams stdin instead
     #[arg(value_name = "MESSAGE")]
     pub message: Vec<OsString>,
@@ -438,6 +460,18 @@ pub struct BenchArgs {
     /// With --tls: resume sessions (TLS 1.3 tickets, TLS 1.2 session IDs) instead of a full handshake per connection; the report gives the share that resumed (implies --tls)
     #[arg(long, help_heading = "TLS")]
     pub tls_resume: bool,
+
+    /// Send UDP datagrams instead (rr, or stream with --rate), each with a sequence number: lost, late, duplicated and reordered ones are counted, and jitter measured
+    #[arg(short = 'u', long, conflicts_with_all = ["tls", "tls_ca", "tls_server_name", "tls_insecure", "tls_version", "tls_cert", "tls_key", "tls_resume"], help_heading = "UDP")]
+    pub udp: bool,
+
+    /// With --udp: a reply later than this after its request is late, and one that never comes is lost
+    #[arg(long, value_name = "SECS", default_value = "1", requires = "udp", value_parser = positive_secs, help_heading = "UDP")]
+    pub udp_timeout: Duration,
+
+    /// With --udp: fail (exit 1) if more than PCT percent of the datagrams got no reply
+    #[arg(long, value_name = "PCT", requires = "udp", value_parser = percent, help_heading = "UDP")]
+    pub max_loss: Option<f64>,
 }
 
 /// The highest rate: one operation a nanosecond, the finest step a schedule can take.
@@ -520,6 +554,14 @@ fn keepalive_secs(text: &str) -> Result<Duration, String> {
         return Err("keepalive probes are timed in whole seconds: 0 (off) or at least 1".into());
     }
     Ok(value)
+}
+
+/// A percentage, 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{text}' is not a percentage from 0 to 100")),
+    }
 }
 
 fn positive_secs(text: &str) -> Result<Duration, String> {

@@ -5,6 +5,7 @@
 
 mod check;
 mod exchange;
+pub(crate) mod udp;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -35,9 +36,23 @@ pub struct Options {
     pub send_proxy: Option<proxy::ProxyVersion>,
     /// Speak TLS.
     pub tls: Option<tls::ClientOptions>,
+    /// Send datagrams instead, each retried this many times without a reply.
+    pub udp: Option<u32>,
 }
 
 pub fn run(options: Options) -> Result<()> {
+    if let Some(retries) = options.udp {
+        let addrs = addr::resolve_only(&options.host, options.port, options.family)?.collect();
+        let stdout = platform::stdout().context("cannot open stdout")?;
+        return udp::run(
+            addrs,
+            options.message,
+            &stdout,
+            options.expect,
+            options.timeout,
+            retries,
+        );
+    }
     // A bad certificate file is a mistake worth hearing about before connecting.
     let tls = match &options.tls {
         Some(tls) => Some(tls::Client::new(tls, &options.host)?),

@@ -67,7 +67,7 @@ pub fn interrupt(stream: &TcpStream) {
     system::cancel_io(stream);
 }
 
-/// Wakes a thread waiting in `wait_for_connection`, from any thread, on any system, however
+/// Wakes the threads waiting in `wait_readable`, from any thread, on any system, however
 /// the listening socket is shared: nothing goes through the listening port itself. (A
 /// connection to the port, the usual trick, may be handed by the kernel to another server on a
 /// shared port, or lose an IPv6 scope; shutting the listener down wakes `accept` only on Linux.)
@@ -83,9 +83,18 @@ impl Waker {
     }
 }
 
-/// Blocks until `listener` (non-blocking) has a connection to accept, or `waker` was woken.
-pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<()> {
-    system::wait_for_connection(listener, &waker.0)
+/// Blocks until `socket` (non-blocking) has a connection to accept or a datagram to read, or
+/// `waker` has been woken: a stop is final, so once woken it stays so, for every thread that
+/// waits on it.
+pub fn wait_readable(socket: socket2::SockRef<'_>, waker: &Waker) -> io::Result<()> {
+    system::wait_readable(&socket, &waker.0)
+}
+
+/// Keeps a UDP socket usable when a reply draws an ICMP port unreachable. Windows reports one
+/// as a `WSAECONNRESET` from the next `recvfrom` (unless `SIO_UDP_CONNRESET` is turned off);
+/// Unix reports nothing on a socket that is not connected.
+pub fn ignore_unreachable_peers(socket: &std::net::UdpSocket) -> io::Result<()> {
+    system::ignore_unreachable_peers(socket)
 }
 
 /// Whether stdout and stderr are one terminal, where their lines mix.

@@ -1,7 +1,7 @@
 //! Unix: Linux, macOS and the BSDs.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -189,10 +189,10 @@ impl Waker {
     }
 }
 
-pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<()> {
+pub fn wait_readable(socket: &socket2::Socket, waker: &Waker) -> io::Result<()> {
     let mut fds = [
         libc::pollfd {
-            fd: listener.as_raw_fd(),
+            fd: socket.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         },
@@ -205,17 +205,14 @@ pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<
     // SAFETY: poll reads and writes only the two pollfds we pass, whose descriptors stay open.
     if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(())
-        } else {
-            Err(e)
-        };
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
-    if fds[1].revents != 0 {
-        // Drained, so that the next wait blocks again.
-        let mut buf = [0u8; 64];
-        while matches!((&waker.readable).read(&mut buf), Ok(n) if n > 0) {}
-    }
+    Ok(())
+}
+
+pub fn ignore_unreachable_peers(_socket: &std::net::UdpSocket) -> io::Result<()> {
     Ok(())
 }
 

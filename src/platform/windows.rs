@@ -9,7 +9,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{FALSE, FILETIME, HANDLE, TRUE};
-use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, SOCKET, WSAPOLLFD, WSAPoll};
+use windows_sys::Win32::Networking::WinSock::{
+    POLLRDNORM, SIO_UDP_CONNRESET, SOCKET, WSAIoctl, WSAPOLLFD, WSAPoll,
+};
 use windows_sys::Win32::System::Console::{
     CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, SetConsoleCtrlHandler,
 };
@@ -135,24 +137,43 @@ impl Waker {
     }
 }
 
-pub fn wait_for_connection(listener: &TcpListener, waker: &Waker) -> io::Result<()> {
+pub fn wait_readable(socket: &socket2::Socket, waker: &Waker) -> io::Result<()> {
     let pollfd = |socket: SOCKET| WSAPOLLFD {
         fd: socket,
         events: POLLRDNORM,
         revents: 0,
     };
     let mut fds = [
-        pollfd(listener.as_raw_socket() as SOCKET),
+        pollfd(socket.as_raw_socket() as SOCKET),
         pollfd(waker.socket.as_raw_socket() as SOCKET),
     ];
     // SAFETY: WSAPoll reads and writes only the two entries we pass, whose sockets stay open.
     if unsafe { WSAPoll(fds.as_mut_ptr(), fds.len() as u32, -1) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    if fds[1].revents != 0 {
-        // Drained, so that the next wait blocks again.
-        let mut buf = [0u8; 64];
-        while matches!(waker.socket.recv(&mut buf), Ok(n) if n > 0) {}
+    Ok(())
+}
+
+pub fn ignore_unreachable_peers(socket: &UdpSocket) -> io::Result<()> {
+    let off: u32 = 0;
+    let mut returned: u32 = 0;
+    // SAFETY: WSAIoctl reads the 4-byte BOOL we pass and writes only `returned`; no overlapped
+    // I/O, so nothing outlives the call.
+    let result = unsafe {
+        WSAIoctl(
+            socket.as_raw_socket() as SOCKET,
+            SIO_UDP_CONNRESET,
+            (&off as *const u32).cast(),
+            4,
+            std::ptr::null_mut(),
+            0,
+            &mut returned,
+            std::ptr::null_mut(),
+            None,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::udp::Counts;
 use crate::numbers::{size, thousands};
 
 /// About 20 connections a second, two lines each.
@@ -62,6 +63,11 @@ impl Activity {
         self.admit()
     }
 
+    /// A UDP peer sent its first datagram; true if its line should be logged.
+    pub fn new_peer(&self) -> bool {
+        self.admit()
+    }
+
     fn admit(&self) -> bool {
         if self.all_lines {
             return true;
@@ -81,40 +87,55 @@ impl Activity {
         self.lines.store(0, Relaxed);
     }
 
-    /// Called once a second: logs the summary while summarizing, and ends it after a quiet second.
-    pub fn tick(&self, open: usize) {
+    /// Called once a second: logs the summary while summarizing, and ends it after a quiet
+    /// second; `datagrams`: this second's UDP, summarized when it was more than a person reads
+    /// line by line, or when some were dropped.
+    pub fn tick(&self, open: usize, datagrams: Counts) {
         let opened = self.opened.swap(0, Relaxed);
         let closed = self.closed.swap(0, Relaxed);
         let echoed = self.closed_bytes.swap(0, Relaxed);
-        if !self.summarizing.load(Relaxed) {
-            return;
-        }
-        if opened + closed < LINES_PER_SECOND {
+        let summarizing = self.summarizing.load(Relaxed);
+        if summarizing && opened + closed < LINES_PER_SECOND {
             self.summarizing.store(false, Relaxed);
         }
-        if opened + closed == 0 {
-            return;
+        let mut parts = Vec::new();
+        if summarizing && opened + closed > 0 {
+            parts.push(format!(
+                "{} connections opened, {} closed ({} echoed), {} open; per-connection lines \
+                 resume when it is quieter, -v shows them all",
+                thousands(opened),
+                thousands(closed),
+                size(echoed),
+                thousands(open as u64),
+            ));
         }
-        info!(
-            "last 1s: {} connections opened, {} closed ({} echoed), {} open; \
-             per-connection lines resume when it is quieter, -v shows them all",
-            thousands(opened),
-            thousands(closed),
-            size(echoed),
-            thousands(open as u64),
-        );
+        if datagrams.received >= LINES_PER_SECOND || datagrams.dropped() > 0 {
+            parts.push(format!(
+                "UDP: {} datagrams in, {} echoed ({}){}",
+                thousands(datagrams.received),
+                thousands(datagrams.echoed),
+                size(datagrams.bytes),
+                datagrams.dropped_by_reason(),
+            ));
+        }
+        if !parts.is_empty() {
+            info!("last 1s: {}", parts.join("; "));
+        }
     }
 }
 
 /// Runs the log's clock, forever: a new budget every quarter second, the summary every second
-/// (with `open()` connections open).
-pub fn keep_time(activity: &Activity, open: impl Fn() -> usize) {
+/// (with `open()` connections open, and `datagrams()` so far).
+pub fn keep_time(activity: &Activity, open: impl Fn() -> usize, datagrams: impl Fn() -> Counts) {
+    let mut before = datagrams();
     loop {
         for _ in 0..4 {
             std::thread::sleep(QUARTER);
             activity.refill();
         }
-        activity.tick(open());
+        let now = datagrams();
+        activity.tick(open(), now.since(before));
+        before = now;
     }
 }
 
@@ -176,10 +197,10 @@ mod tests {
         activity.refill();
         assert!(!activity.opened(), "a new quarter does not end the summary");
         assert!(activity.summarizing.load(Relaxed));
-        activity.tick(1000);
+        activity.tick(1000, Counts::default());
         assert!(activity.summarizing.load(Relaxed), "a busy second goes on");
         assert!(!activity.closed(10), "still summarizing");
-        activity.tick(999);
+        activity.tick(999, Counts::default());
         assert!(
             !activity.summarizing.load(Relaxed),
             "a quiet second ends it"

@@ -7,13 +7,14 @@ mod activity;
 mod connection;
 mod health;
 mod stop;
+mod udp;
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -29,6 +30,7 @@ use crate::workers::{Job, Workers};
 use activity::{Activity, RateLimit, WARN_INTERVAL};
 use connection::{Connection, Settings};
 pub(crate) use stop::Stopper;
+pub use udp::{MAX_DATAGRAM, UdpOptions};
 
 /// Stack of a connection thread: the echo loop needs a few KiB; only touched pages are resident.
 const STACK_SIZE: usize = 64 * 1024;
@@ -68,6 +70,8 @@ pub struct Config {
     pub drain_delay: Duration,
     /// Serve TLS.
     pub tls: Option<crate::tls::ServerOptions>,
+    /// Also serve the echo over UDP, on the same address and port.
+    pub udp: Option<UdpOptions>,
 }
 
 /// Totals reported when the server stops.
@@ -76,6 +80,8 @@ pub(crate) struct Summary {
     pub served: u64,
     pub bytes: u64,
     pub cut: u64,
+    /// With `--udp`.
+    pub datagrams: Option<udp::Counts>,
 }
 
 /// Binds, prints the `listening on` line, serves until a stop request, then drains; a
@@ -88,7 +94,13 @@ pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
     let shared = Arc::clone(&server.shared);
     thread::Builder::new()
         .name("activity".into())
-        .spawn(move || activity::keep_time(&shared.activity, || shared.lock().streams.len()))
+        .spawn(move || {
+            activity::keep_time(
+                &shared.activity,
+                || shared.lock().streams.len(),
+                || shared.datagrams.counts(),
+            );
+        })
         .context("cannot start the activity thread")?;
     if let Some(health) = server.health.take() {
         info!(
@@ -99,10 +111,21 @@ pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
         );
         health::serve(health, &server.shared)?;
     }
+    if let (Some(socket), Some(options)) = (server.udp.take(), server.config.udp) {
+        server.udp_threads = udp::serve(socket, options, &server.shared, &server.waker)?;
+    }
     server.announce()?;
     let summary = server.serve();
+    let datagrams = match summary.datagrams {
+        Some(d) => format!(
+            ", datagrams echoed: {}{}",
+            thousands(d.echoed),
+            d.dropped_by_reason()
+        ),
+        None => String::new(),
+    };
     info!(
-        "shutdown: connections served: {}, bytes echoed: {}, cut at shutdown: {}",
+        "shutdown: connections served: {}, bytes echoed: {}, cut at shutdown: {}{datagrams}",
         thousands(summary.served),
         thousands(summary.bytes),
         thousands(summary.cut)
@@ -133,6 +156,9 @@ pub(crate) struct Server {
     listener: TcpListener,
     /// `--health-port`'s listener, until its thread takes it.
     health: Option<TcpListener>,
+    /// `--udp`'s socket, until its threads take it; then the threads, to wait for at the end.
+    udp: Option<UdpSocket>,
+    udp_threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
     config: Config,
     shared: Arc<Shared>,
@@ -183,6 +209,7 @@ struct Shared {
     proxy_from: Vec<IpNet>,
     /// `--tls`: every connection begins with a TLS handshake.
     tls: Option<Arc<rustls::ServerConfig>>,
+    datagrams: udp::Datagrams,
 }
 
 /// The open connections, so that shutdown can cut the ones still open after the grace period.
@@ -208,6 +235,7 @@ impl Shared {
             warnings: RateLimit::default(),
             proxy_from,
             tls,
+            datagrams: udp::Datagrams::default(),
         }
     }
 
@@ -260,6 +288,19 @@ impl Shared {
 
 impl Server {
     pub fn bind(config: Config) -> Result<Server> {
+        // `--port 0 --udp`: the port picked for TCP may be taken for UDP; another is tried.
+        let mut tries = if config.port == 0 { 10 } else { 1 };
+        loop {
+            tries -= 1;
+            match Server::bind_once(config.clone()) {
+                Err(e) if tries > 0 && e.is::<UdpPortTaken>() => continue,
+                Err(e) if e.is::<UdpPortTaken>() => return Err(anyhow!("{e}")),
+                other => return other,
+            }
+        }
+    }
+
+    fn bind_once(config: Config) -> Result<Server> {
         let proxy_from = config.proxy_from.clone();
         let stack_size = if config.tls.is_some() {
             TLS_STACK_SIZE
@@ -310,9 +351,22 @@ impl Server {
             }
             None => None,
         };
+        let udp = match config.udp {
+            // The same address and port number, IPv6 scope included.
+            Some(_) => Some(udp::bind(local_addr, config.reuse_port).map_err(|e| {
+                if e.kind() == ErrorKind::AddrInUse {
+                    anyhow!(UdpPortTaken(local_addr, e))
+                } else {
+                    anyhow!("cannot listen on UDP {local_addr}: {e}")
+                }
+            })?),
+            None => None,
+        };
         Ok(Server {
             listener,
             health,
+            udp,
+            udp_threads: Vec::new(),
             local_addr,
             config,
             shared: Arc::new(Shared::new(proxy_from, tls)),
@@ -361,7 +415,9 @@ impl Server {
                 Ok((stream, peer)) => self.dispatch(stream, peer),
                 // Busy, the loop accepts without waiting; idle, it waits beside the waker.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if let Err(e) = platform::wait_for_connection(&self.listener, &self.waker) {
+                    if let Err(e) =
+                        platform::wait_readable(SockRef::from(&self.listener), &self.waker)
+                    {
                         accept_warning.warn(|held_back| {
                             format!("waiting for connections failed: {e}{held_back}")
                         });
@@ -392,7 +448,15 @@ impl Server {
             .get()
             .map_or("stopped", String::as_str);
         info!("{why}: no longer accepting, stopping (send it again to exit at once)");
-        finish_connections(&self.shared, self.config.grace)
+        // The UDP threads saw the stop with the accept loop; their totals are final after this.
+        for thread in self.udp_threads {
+            let _ = thread.join();
+        }
+        let mut summary = finish_connections(&self.shared, self.config.grace);
+        if self.config.udp.is_some() {
+            summary.datagrams = Some(self.shared.datagrams.counts());
+        }
+        summary
     }
 
     /// Waits while `max_connections` are open. Returns false once the server is stopping.
@@ -477,6 +541,23 @@ impl Server {
     }
 }
 
+/// The UDP port of the TCP listener's number is taken.
+#[derive(Debug)]
+struct UdpPortTaken(SocketAddr, io::Error);
+
+impl std::fmt::Display for UdpPortTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot listen on UDP {}: {}: another program has that UDP port (--port 0 picks \
+             a port free for both)",
+            self.0, self.1
+        )
+    }
+}
+
+impl std::error::Error for UdpPortTaken {}
+
 /// The listening socket a service manager handed over (systemd's socket activation:
 /// `LISTEN_FDS` and `LISTEN_PID` name it), if any. Anything else than a listening TCP socket is
 /// an error: accepting on it would fail forever.
@@ -557,6 +638,7 @@ fn finish_connections(shared: &Shared, grace: Duration) -> Summary {
         served: shared.served.load(Ordering::SeqCst),
         bytes: shared.bytes.load(Ordering::SeqCst),
         cut,
+        datagrams: None,
     }
 }
 

@@ -543,6 +543,22 @@ pub fn have(program: &str) -> bool {
     found
 }
 
+/// Runs `tcpdemo ARGS` with `stdin` to its end (at most a minute) and returns what it did.
+pub fn run(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    assert_cmd::Command::new(BIN)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .write_stdin(stdin.to_vec())
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap()
+}
+
+/// What a run wrote to stderr, as text.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A child process killed when the test ends.
 pub struct Guard(pub Child);
 

@@ -72,6 +72,20 @@ pub fn summary(report: &Report, options: &Options) -> Value {
             "handshake_us": latency_object(quantiles_micros(&t.handshake)),
         });
     }
+    if options.udp.is_some() {
+        let d = &t.datagrams;
+        summary["udp"] = json!({
+            "sent": d.sent,
+            "echoed": d.echoed,
+            "lost": d.lost,
+            "lost_percent": d.lost_percent(),
+            "late": d.late,
+            "duplicated": d.duplicated,
+            "reordered": d.reordered,
+            "jitter_us": d.jitter_micros(),
+            "goodput_bits_per_second": report.per_second(t.received) * 8.0,
+        });
+    }
     if let Some(pace) = report.pace {
         summary["service_us"] = latency_object(report.latency_micros(true));
         summary["rate"] = json!({
