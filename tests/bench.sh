@@ -4,8 +4,8 @@
 # tokio's echo (tests/peers, the references of the performance targets), and a socat uppercase
 # server. Then the cost of the server's log, rr through HAProxy with and without the PROXY
 # protocol, a 1 s server stall measured by a closed and an open loop, the client against
-# `nc -N`, memory per idle connection, and TLS (against plain tcpdemo, socat OPENSSL-LISTEN and
-# openssl s_server). Tables with ratios.
+# `nc -N`, memory per idle connection, TLS (against plain tcpdemo, socat OPENSSL-LISTEN and
+# openssl s_server), and UDP (against TCP rr, and sockperf ping-pong). Tables with ratios.
 #
 # Loopback only. Every load is bounded: each bench run by --duration, the pipe tests by a 1 GiB
 # file, the memory test by 10,000 connections; everything started here is stopped on exit.
@@ -55,7 +55,12 @@
 #   cache (GLIBC_TUNABLES=glibc.malloc.tcache_count=0 showed it; a reused handshake thread gave
 #   31.2 KiB). Resumed TLS 1.3 handshakes are only 1.28x-1.43x full ones: rustls resumes with
 #   psk_dhe_ke, an ECDHE each time; TLS 1.2 resumption 2.1x-2.4x, RSA-2048 2.5x-2.9x; bench's
-#   own CPU (100-300 us a connection) is half of what these runs spend.
+#   own CPU (100-300 us a connection) is half of what these runs spend. Sending a connection's
+#   last flight with its first data (4 writes a connection down to 2 each side) moved nothing.
+# - UDP (2026-11-28): rr 1.07x (1 flow) and 1.14x (50 flows) TCP rr on the same server, p50
+#   round trip 1.01x sockperf's own ping-pong, 6.5 us of server CPU per request against 9.2 us
+#   for TCP. Two server threads on the socket answered a datagram stream up to 1.6x faster but
+#   reordered a flow's replies (0.5-2% at 150,000/s), so the server keeps one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -328,6 +333,36 @@ for label, port, pid, tls in (("memory-tls", sys.argv[1], sys.argv[2], True),
         s.close()
 PY
 
+# UDP against TCP on one `tcpdemo server --udp`: rr with 1 and 50 flows (connections), the
+# server's CPU per request from /proc; and sockperf ping-pong against its own server, the
+# floor for a UDP round trip here (it reports half the round trip: doubled below).
+echo "udp: rr over UDP and TCP, and sockperf ping-pong" >&2
+command -v sockperf >/dev/null || apt-get install -y -qq sockperf >/dev/null
+udp=$tmp/udp
+start udp "$BIN" server --port 0 -q --udp
+port[sockperf]=$(python3 -c 'import socket; s = socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sockperf sr -i "$HOST" -p "${port[sockperf]}" >/dev/null 2>&1 &
+pids+=($!)
+sleep 0.5
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+for round in $(seq "$ROUNDS"); do
+    for spec in "tcp 1" "udp 1" "tcp 50" "udp 50"; do
+        read -r proto flows <<<"$spec"
+        extra=()
+        [[ $proto == udp ]] && extra=(--udp)
+        before=$(ticks "${pid[udp]}")
+        "$BIN" bench -H "$HOST" -p "${port[udp]}" "${extra[@]}" -c "$flows" -d "$DURATION" --json >"$tmp/udp.json"
+        after=$(ticks "${pid[udp]}")
+        python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(sys.argv[2], j["operations_per_second"], j["latency_us"]["p50"], j["latency_us"]["p99"], j["operations"], j["errors"], j.get("udp", {}).get("lost", 0), sys.argv[3])' \
+            "$tmp/udp.json" "$proto-$flows" $((after - before)) >>"$udp"
+    done
+    sockperf pp -i "$HOST" -p "${port[sockperf]}" -t "$DURATION" -m 64 2>&1 |
+        awk '/percentile 50.000/ { p50 = $NF } /percentile 99.000/ { p99 = $NF }
+             /Valid Duration/ { split($0, a, /[=;]/); secs = a[2] + 0; n = a[6] + 0 }
+             END { print "sockperf", n / secs, 2 * p50, 2 * p99, n, 0, 0, 0 }' >>"$udp"
+    echo "  udp round $round done" >&2
+done
+
 python3 - "$results" "$tmp/pipe.json" "$tmp/oneshot.json" "$ROUNDS" "$DURATION" <<'EOF'
 import json, os, platform, statistics, sys
 results, pipe, oneshot, rounds, duration = sys.argv[1:]
@@ -417,4 +452,28 @@ for label, mine, ref, i, target in rows:
 tls_kib, plain_kib = runs["memory-tls"][0][0], runs["memory-plain"][0][0]
 print(f"| resident KiB per idle connection (10,000 open), vs plain tcpdemo | {tls_kib:.1f} | {plain_kib:.1f} | {tls_kib / plain_kib:.2f}x | <= 2x |")
 print(f"\nshare of handshakes resumed with --tls-resume: {med('resumed-tcpdemo', 4):.2f}; errors seen by bench over TLS: {errors}")
+EOF
+
+python3 - "$udp" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    label, *figures = line.split()
+    runs.setdefault(label, []).append([float(f) for f in figures])
+med = lambda label, i: statistics.median(r[i] for r in runs[label])
+print("\n| UDP on loopback, 64 B | UDP | reference | ratio | target |")
+print("| --- | ---: | ---: | ---: | --- |")
+for flows in (1, 50):
+    a, b = med(f"udp-{flows}", 0), med(f"tcp-{flows}", 0)
+    print(f"| rr, {flows} flow{'' if flows == 1 else 's'}: requests/s, vs TCP rr on the same server | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | >= 1x |")
+a, b = med("udp-1", 1), med("sockperf", 1)
+print(f"| rr, 1 flow: p50 round trip (us), vs sockperf ping-pong | {a:.1f} | {b:.1f} | {a / b:.2f}x | <= 1.2x |")
+a, b = med("udp-1", 2), med("sockperf", 2)
+print(f"| rr, 1 flow: p99 round trip (us), vs sockperf ping-pong | {a:.1f} | {b:.1f} | {a / b:.2f}x | |")
+# Clock ticks of 10 ms over the run, per request answered.
+per = lambda label: statistics.median(r[6] * 1e4 / r[3] for r in runs[label])
+print(f"| server CPU per request (us), 50 flows, vs TCP | {per('udp-50'):.2f} | {per('tcp-50'):.2f} | {per('udp-50') / per('tcp-50'):.2f}x | |")
+lost = sum(r[5] for label in ("udp-1", "udp-50") for r in runs[label])
+errors = sum(r[4] for rs in runs.values() for r in rs)
+print(f"\ndatagrams lost on loopback: {lost:.0f}; errors seen by bench: {errors:.0f}")
 EOF

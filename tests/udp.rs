@@ -432,3 +432,46 @@ fn output_of(mut command: Command, input: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn udp_answers_through_the_drain_and_stops_with_the_server() {
+    let mut server = udp_server(&["--drain-delay", "2"]);
+    let socket = socket_to(server.addr);
+    let mut buf = [0u8; 8];
+    if !server.stop() {
+        return;
+    }
+    assert!(server.log.wait_for("draining", Duration::from_secs(5)));
+    socket.send(b"still?").unwrap();
+    let n = socket.recv(&mut buf).expect("an answer while draining");
+    assert_eq!(&buf[..n], b"STILL?");
+    let status = server
+        .wait(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(status.success());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let _ = socket.send(b"gone?");
+    assert!(socket.recv(&mut buf).is_err(), "no answer once stopped");
+}
+
+#[test]
+fn a_dual_stack_server_answers_ipv4_and_ipv6() {
+    let server = Server::start(&["--udp", "-H", "::"]);
+    let port = server.port();
+    let mut buf = [0u8; 8];
+    for (local, remote) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+        let socket = match UdpSocket::bind(local) {
+            Ok(socket) => socket,
+            Err(e) => return cannot_run_here(&format!("no {remote} here: {e}")),
+        };
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket.connect((remote, port)).unwrap();
+        socket.send(b"both?").unwrap();
+        let n = socket.recv(&mut buf).expect("an answer");
+        assert_eq!(&buf[..n], b"BOTH?", "from {remote}");
+    }
+}

@@ -92,6 +92,15 @@ names the version and suite (and the client certificate's subject; JSON: tls, cl
 A close_notify from the client is answered with the rest of the echo, then the server's own
 close_notify and FIN. Session tickets (stateless, one per handshake) allow resumption.
 
+UDP: --udp also serves the echo over UDP on the same address and port number (with --port 0,
+one free for both): each datagram goes back to its sender uppercased, the same size (up to
+65,507 bytes), on one thread. Never answered, so that the echo cannot be turned on others or
+made to loop (CVE-1999-0103): source ports 0, 7, 13, 17, 19 and 37; beyond --udp-rate N
+datagrams a second from one address (100,000; token bucket). Drops are counted by reason in
+the per-second summary (logged when more than 40 datagrams a second came, or any was dropped)
+and the shutdown line; a new peer gets an info line, each datagram a debug line. Listening
+beyond loopback, it warns. The UDP thread stops with the accept loop (after --drain-delay).
+
 Health check (--health-port): GET or HEAD get 200 `ok` while serving and 503 `draining` from
 the first stop request on; other methods 405 (Allow: GET, HEAD); over 4 KiB 431. Four checks
 are answered at once (more wait in the queue), each within 2 s of its connect.
@@ -149,6 +158,14 @@ name mismatch (the names it is for), an expired one (the date), a server that wa
 certificate, a server that does not speak TLS (a plain echo server sends the handshake back).
 The echo check applies to the decrypted bytes; input's end is sent as close_notify, then FIN.
 
+UDP: -u (--udp) sends the message as one datagram and waits --timeout (1 s without) for its
+reply, sending again up to --retries times (2): UDP never resends by itself. Only an exact
+echo is printed. With stdin, each line (its newline included) is one datagram, replies are
+printed as they come, and once stdin ends and --timeout passes without a reply, the client
+says what came back missing, twice or out of order (matched by content) and exits 1 if any
+reply is missing or wrong. `nothing is listening on UDP ADDR` means an ICMP port unreachable
+came back; a name's addresses are tried in turn until one does not refuse.
+
 From netcat: `nc -N -w 2 host 1234` is `tcpdemo client -N -w 2 -H host -p 1234`. Host and port
 are flags, so `tcpdemo client localhost 1234` sends that text (with a warning). -l and -k
 belong to `tcpdemo server`; -q means quiet here. Each says so.";
@@ -190,6 +207,17 @@ error. Each connection's handshake is timed: the report adds handshakes, handsha
 p50, p99 and max, and how many resumed (JSON: tls). In connect mode every connection is a full
 handshake, unless --tls-resume resumes sessions (TLS 1.3 tickets, TLS 1.2 session IDs). A
 failed handshake counts as a tls error.
+
+UDP: -u (--udp), in rr (closed loop, or --rate) and in stream with --rate N (N datagrams a
+second of --size bytes, 1,400 by default), each connection a flow with a socket of its own.
+Each datagram starts with 48 bytes of uppercase hex (sequence number, due and sent times),
+which either echo leaves alone; the rest is the pattern, checked. The report adds: sent,
+echoed, lost (%), late (replies after --udp-timeout, 1 s), duplicated, reordered (after a
+later one's reply), the RFC 3550 jitter of the round trip (the mean of the flows'; iperf3
+gives it for one way), and goodput in MiB/s and Mbit/s (JSON: udp). A closed loop sends the
+next datagram when the reply comes or --udp-timeout passes. Loss is measured, not an error:
+--max-loss PCT makes more than PCT% lost exit 1. Against Linux loopback flows come from
+127.0.2.1 to 127.0.2.64, each a peer of its own to the server's --udp-rate.
 
 --plot draws latency by percentile (HdrHistogram's nines axis) and p50, p99 and max over time
 (per --interval, or a twentieth of the run), both on log latency axes. --hist writes

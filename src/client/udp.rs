@@ -45,9 +45,18 @@ pub fn connect(addr: SocketAddr) -> Result<UdpSocket> {
     Ok(socket)
 }
 
+/// Whether an error from the socket is an ICMP port unreachable: refused on Unix, reset on
+/// Windows.
+fn is_refusal(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+    )
+}
+
 /// What an error from the socket means here.
 fn failed(e: std::io::Error, addr: SocketAddr) -> anyhow::Error {
-    if e.kind() == ErrorKind::ConnectionRefused {
+    if is_refusal(&e) {
         anyhow!("nothing is listening on UDP {addr}")
     } else {
         anyhow!(e).context(format!("cannot exchange datagrams with UDP {addr}"))
@@ -131,7 +140,7 @@ fn exchange_first(
         let socket = connect(addr)?;
         match exchange_one(&socket, datagram, expect, timeout, retries) {
             Ok(reply) => return Ok((socket, reply, addr)),
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            Err(e) if is_refusal(&e) => {
                 debug!("nothing is listening on UDP {addr}");
                 refused = Some(addr);
             }
@@ -153,7 +162,7 @@ fn exchange_one(
     timeout: Duration,
     retries: u32,
 ) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf = vec![0u8; 1 << 16];
     let tries = retries + 1;
     for attempt in 1..=tries {
         if attempt > 1 {
@@ -296,7 +305,7 @@ fn receive(
     socket
         .set_read_timeout(Some(LOOK_UP))
         .context("cannot set the UDP timeout")?;
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf = vec![0u8; 1 << 16];
     let mut last = Instant::now();
     loop {
         match socket.recv(&mut buf) {

@@ -210,10 +210,12 @@ pub fn serve(
 
 /// One thread's loop: a datagram in, its echo out, until the server stops accepting.
 fn echo_datagrams(socket: &UdpSocket, shared: &Shared, waker: &Waker, peers: &Mutex<Peers>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    // Room for any datagram, IPv6's up to 65,527 bytes too: Windows fails a receive that
+    // does not fit.
+    let mut buf = vec![0u8; 1 << 16];
     let datagrams = &shared.datagrams;
     while !shared.stopping() {
-        let (n, peer) = match socket.recv_from(&mut buf) {
+        let (n, from) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 if let Err(e) = platform::wait_readable(SockRef::from(socket), waker) {
@@ -243,7 +245,9 @@ fn echo_datagrams(socket: &UdpSocket, shared: &Shared, waker: &Waker, peers: &Mu
             }
         };
         datagrams.received.fetch_add(1, Relaxed);
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        // As people write it (an IPv4 client of a dual-stack socket is `::ffff:a.b.c.d`), for
+        // the log and the rate; the reply goes back to `from` as it came.
+        let peer = SocketAddr::new(from.ip().to_canonical(), from.port());
         let verdict = peers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -255,7 +259,7 @@ fn echo_datagrams(socket: &UdpSocket, shared: &Shared, waker: &Waker, peers: &Mu
                 }
                 let datagram = &mut buf[..n];
                 echo::uppercase(datagram);
-                match socket.send_to(datagram, peer) {
+                match socket.send_to(datagram, from) {
                     Ok(_) => {
                         datagrams.echoed.fetch_add(1, Relaxed);
                         datagrams.bytes.fetch_add(n as u64, Relaxed);
