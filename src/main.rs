@@ -126,7 +126,7 @@ fn client_options(args: ClientArgs) -> client::Options {
 fn bench_options(args: BenchArgs) -> bench::Options {
     if args.udp {
         match args.mode {
-            BenchMode::Connect => cli::usage_error(
+            BenchMode::Connect | BenchMode::Hold => cli::usage_error(
                 "bench",
                 "UDP has no connections: use --udp with --mode rr, or stream with --rate",
             ),
@@ -150,6 +150,11 @@ fn bench_options(args: BenchArgs) -> bench::Options {
                 ),
             );
         }
+    } else if args.mode != BenchMode::Hold && args.connections > 10_000 {
+        cli::usage_error(
+            "bench",
+            "more than 10,000 connections take a thread each in this mode: use --mode hold",
+        );
     } else if args.rate.is_some() && args.mode == BenchMode::Stream {
         cli::usage_error(
             "bench",

@@ -37,6 +37,13 @@ fn json(output: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {output:?}"))
 }
 
+/// The summary: the last line, after any --interval lines.
+fn summary(output: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {output:?}"))
+}
+
 #[test]
 fn every_mode_runs_against_the_server_without_errors() {
     let server = Server::start(&["-q"]);
@@ -475,4 +482,38 @@ fn the_report_says_how_many_connections_were_open_at_once() {
         table.contains("open         3 at most, 3 when the warm-up ended"),
         "{table}"
     );
+}
+
+#[test]
+fn hold_mode_holds_every_connection_and_checks_each_echo() {
+    let server = Server::start(&["-q"]);
+    let output = bench_for(
+        server.port(),
+        "1.5",
+        &["--mode", "hold", "-c", "300", "--interval", "0.5", "--json"],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let report = summary(&output);
+    assert_eq!(report["hold"]["opened"], 300, "{report}");
+    assert_eq!(report["hold"]["open_at_end"], 300, "{report}");
+    assert_eq!(report["connections_open"]["peak"], 300, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    // Three intervals' worth each, give or take the first and the last.
+    let echoes = report["operations"].as_u64().unwrap();
+    assert!((600..=1200).contains(&echoes), "{echoes} echoes: {report}");
+}
+
+#[test]
+fn hold_mode_counts_connections_the_server_never_answers() {
+    // Ten are served; the other five wait, connected, in the listen queue.
+    let server = Server::start(&["-q", "--max-connections", "10"]);
+    let output = bench_for(
+        server.port(),
+        "1.5",
+        &["--mode", "hold", "-c", "15", "--interval", "0.5", "--json"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = summary(&output);
+    assert_eq!(report["errors_by_kind"]["stalled"], 5, "{report}");
+    assert_eq!(report["hold"]["open_at_end"], 10, "{report}");
 }

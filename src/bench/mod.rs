@@ -4,6 +4,7 @@
 //! what they record, `report.rs` the table, and `export/` the other forms of the results.
 
 mod export;
+mod hold;
 mod modes;
 mod pacing;
 mod pattern;
@@ -24,6 +25,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::BenchMode;
 use crate::echo::Echo;
+use crate::numbers::thousands;
 use crate::output::write_out;
 use crate::stop::{ExitNow, Next, Request, Requests};
 use crate::{client, platform};
@@ -145,6 +147,7 @@ pub(crate) fn measure(
         Some(tls) => Some(Arc::new(crate::tls::Client::new(tls, &options.host)?)),
         None => None,
     };
+    open_files(options)?;
     let addr = match options.udp {
         Some(udp) => reach_udp(options, udp)?,
         None => reach(options, tls.as_deref())?,
@@ -153,7 +156,9 @@ pub(crate) fn measure(
     let progress = Progress::default();
     let start = Instant::now();
     let measure_from = start + options.warmup;
-    let recording = Recording::new(measure_from, options.rate.is_some());
+    // Hold mode's --rate paces connects.
+    let hold = options.mode == BenchMode::Hold;
+    let recording = Recording::new(measure_from, options.rate.is_some() && !hold);
     let run = Run {
         addr,
         size: options.size,
@@ -168,6 +173,11 @@ pub(crate) fn measure(
         tls,
     };
     let (lags, watched) = run_workers(options, &run, on_interval)?;
+    let held = progress
+        .held
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
     let mut total = recording.total();
     if options.mode == BenchMode::Stream && options.udp.is_none() {
         total.latency.reset();
@@ -177,7 +187,10 @@ pub(crate) fn measure(
     let report = Report {
         elapsed: ended.saturating_duration_since(measure_from),
         total,
-        pace: options.rate.map(|target| Pace { target, lag: lags }),
+        pace: options
+            .rate
+            .filter(|_| !hold)
+            .map(|target| Pace { target, lag: lags }),
         open: Open {
             peak: progress.peak_open.load(Ordering::Relaxed),
             after_warmup: watched.open_after_warmup,
@@ -188,11 +201,32 @@ pub(crate) fn measure(
             .map(|(before, after)| after.saturating_sub(before)),
         intervals: watched.intervals,
         interrupted: stop.load(Ordering::Relaxed),
+        held,
     };
     if let Some(short) = report.connections_short(options) {
         log::warn!("{short}");
     }
     Ok(report)
+}
+
+/// Raises the open-file limit as far as it goes; hold mode needs a descriptor a connection.
+fn open_files(options: &Options) -> Result<()> {
+    let limit = platform::raise_open_files()
+        .ok()
+        .flatten()
+        .map(|(_, after)| after);
+    if let Some(limit) = limit
+        && options.mode == BenchMode::Hold
+        && u64::from(options.connections) + 32 > limit
+    {
+        bail!(
+            "cannot hold {} connections: the open-file limit is {} (raise the hard limit, or \
+             run several bench processes)",
+            thousands(u64::from(options.connections)),
+            thousands(limit)
+        );
+    }
+    Ok(())
 }
 
 /// Resolves and reaches the server once: a server that is not there is one clear error, not
@@ -256,8 +290,21 @@ fn run_workers(
     let cpu_at_start = options.warmup.is_zero().then(platform::cpu_time).flatten();
     let (lags, watched) = thread::scope(|scope| -> Result<_> {
         let mut handles = Vec::new();
-        for worker in 0..options.connections {
+        // Hold mode: one poll loop for every connection.
+        let workers = match options.mode {
+            BenchMode::Hold => 1,
+            _ => options.connections,
+        };
+        for worker in 0..workers {
             let work = move || match (options.mode, options.udp) {
+                (BenchMode::Hold, _) => {
+                    let (lag, held) = hold::hold(run, hold_options(options));
+                    *run.progress
+                        .held
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(held);
+                    lag
+                }
                 (_, Some(udp)) => udp::flow(run, worker, udp),
                 (BenchMode::Rr, None) => modes::request_response(run, worker),
                 (BenchMode::Stream, None) => modes::stream(run, worker),
@@ -279,6 +326,14 @@ fn run_workers(
         Ok((lags, watched))
     })?;
     Ok((combine(lags)?, watched))
+}
+
+fn hold_options(options: &Options) -> hold::HoldOptions {
+    hold::HoldOptions {
+        connections: options.connections,
+        every: options.interval.unwrap_or(Duration::from_secs(1)),
+        hold: options.duration,
+    }
 }
 
 /// The workers' lags in one: the furthest behind, and everything unsent. A worker that

@@ -36,6 +36,8 @@ pub struct Progress {
     /// Connections open now, and the most that were open at once.
     pub open: AtomicU64,
     pub peak_open: AtomicU64,
+    /// `--mode hold`: how the opening went and how many were open at the end.
+    pub held: std::sync::Mutex<Option<super::hold::Held>>,
 }
 
 /// A connection counted in `Progress::open` while it lives.

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::Options;
+use super::hold::Held;
 use super::modes::Lag;
 use super::recording::{Failure, Stats};
 use crate::cli::BenchMode;
@@ -92,6 +93,8 @@ pub struct Report {
     pub cpu: Option<Duration>,
     /// Ctrl-C ended the run early.
     pub interrupted: bool,
+    /// `--mode hold`: the opening, and what was open at the end.
+    pub held: Option<Held>,
 }
 
 /// (name in the table and JSON, quantile); `None` is the mean, apart.
@@ -214,6 +217,8 @@ impl Report {
             return notes;
         }
         match self.pace {
+            // Hold mode's bytes go on a schedule: no closed loop.
+            None if options.mode == BenchMode::Hold => {}
             None => {
                 notes.push(
                     "closed loop: each request waits for the previous reply, so latency leaves \
@@ -274,7 +279,27 @@ impl Report {
     /// The report a person reads: a heading, then a row a figure, then the notes.
     pub fn to_table(&self, options: &Options) -> String {
         let mut rows = vec![self.operations_row(options)];
-        if options.mode != BenchMode::Connect && options.udp.is_none() {
+        if let Some(held) = self.held {
+            rows.push((
+                "opening",
+                format!(
+                    "{} connections in {:.2}s ({}/s)",
+                    thousands(held.opened),
+                    held.opening.as_secs_f64(),
+                    thousands(
+                        (held.opened as f64 / held.opening.as_secs_f64().max(1e-9)).round() as u64
+                    )
+                ),
+            ));
+            rows.push((
+                "open",
+                format!(
+                    "{} at most, {} at the end",
+                    thousands(self.open.peak),
+                    thousands(held.at_end)
+                ),
+            ));
+        } else if options.mode != BenchMode::Connect && options.udp.is_none() {
             let mut open = format!("{} at most", thousands(self.open.peak));
             if let Some(n) = self.open.after_warmup {
                 open += &format!(", {} when the warm-up ended", thousands(n));
@@ -309,7 +334,10 @@ impl Report {
         rows.push(("errors", self.errors_cell()));
         if let Some(us) = self.cpu_per_operation() {
             let share = self.cpu.unwrap_or_default().as_secs_f64() / self.elapsed.as_secs_f64();
-            let per = operations_name(options).trim_end_matches('s');
+            let per = match operations_name(options) {
+                "echoes" => "echo",
+                plural => plural.trim_end_matches('s'),
+            };
             let cell = format!(
                 "{} per {per} ({:.0}% of one core)",
                 micros(us),
@@ -380,13 +408,19 @@ fn what_ran(options: &Options) -> String {
         (Some(_), _) => (" over UDP", "flows"),
         (None, n) => ("", connections_name(options.mode, n)),
     };
+    let what = match options.mode {
+        BenchMode::Hold => format!(
+            "1 byte each every {:?}",
+            options.interval.unwrap_or(Duration::from_secs(1))
+        ),
+        _ => format!("{} bytes", thousands(options.size as u64)),
+    };
     format!(
-        "{}{over} against {}:{}: {} {connections}, {} bytes",
+        "{}{over} against {}:{}: {} {connections}, {what}",
         mode_name(options.mode),
         options.host,
         options.port,
         thousands(u64::from(options.connections)),
-        thousands(options.size as u64),
     )
 }
 
@@ -424,6 +458,7 @@ pub fn operation_name(mode: BenchMode) -> &'static str {
         BenchMode::Rr => "requests",
         BenchMode::Stream => "writes",
         BenchMode::Connect => "connections",
+        BenchMode::Hold => "echoes",
     }
 }
 
@@ -472,6 +507,7 @@ mod tests {
             },
             cpu: None,
             interrupted: false,
+            held: None,
         }
     }
 

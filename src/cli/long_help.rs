@@ -54,6 +54,10 @@ Operating limits: the server is meant to be left running.
                       of silence, then every 10 s, giving up after 6 (about 2 min).
   open files          the soft limit is raised to the hard one at start-up (macOS:
                       kern.maxfilesperproc); a warn line if --max-connections exceeds it.
+  memory mappings     a thread takes four (Linux: vm.max_map_count, 65,530 by default, some
+                      15,800 threads) and one started past the limit would abort the
+                      process: the server serves at most what fits (a warn line at start-up
+                      says how many) and the rest wait in the listen queue.
   out of descriptors  a failed accept is logged at most once a second and retried after
                       100 ms, without spinning.
 A thread per connection (64 KiB stack, 512 KiB with --tls; kept 20 s for the next
@@ -218,6 +222,14 @@ gives it for one way), and goodput in MiB/s and Mbit/s (JSON: udp). A closed loo
 next datagram when the reply comes or --udp-timeout passes. Loss is measured, not an error:
 --max-loss PCT makes more than PCT% lost exit 1. Against Linux loopback flows come from
 127.0.2.1 to 127.0.2.64, each a peer of its own to the server's --udp-rate.
+
+Hold: --mode hold opens -c connections (at --rate a second, or as fast as the server takes
+them) and holds them for --duration once all are open, each sending one byte every --interval
+(1 s) and checking its echo. One thread runs a poll loop (mio) over all of them, so -c goes up
+to the open-file limit (some 19,900 here), not to 10,000 threads. The report adds how long the
+opening took, how many were open at the most and at the end (a connection the server never
+took in waits in its listen queue, open but mute: stalled), and the echoes' latency from their
+send, counted once all were open (JSON: hold).
 
 --plot draws latency by percentile (HdrHistogram's nines axis) and p50, p99 and max over time
 (per --interval, or a twentieth of the run), both on log latency axes. --hist writes

@@ -390,6 +390,8 @@ pub enum BenchMode {
     Stream,
     /// Connect, send SIZE bytes, half-close, read the reply, close; repeat
     Connect,
+    /// Open CONNECTIONS and hold them for DURATION, each echoing one byte every INTERVAL (1s)
+    Hold,
 }
 
 #[derive(Debug, Args)]
@@ -414,8 +416,8 @@ pub struct BenchArgs {
     #[arg(short, long, value_enum, default_value_t = BenchMode::Rr)]
     pub mode: BenchMode,
 
-    /// Connections (rr, stream) or workers (connect) running at once
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Connections (rr, stream; up to 10,000) or workers (connect) running at once, or connections held (hold: up to the open-file limit)
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connections: u32,
 
     /// Bytes per request (rr, connect) or per write (stream) [default: 64; stream: 65536]
@@ -438,7 +440,7 @@ pub struct BenchArgs {
     #[arg(short, long, value_name = "N", value_parser = positive_rate)]
     pub rate: Option<f64>,
 
-    /// Report every SECS: operations/s, p50, p99, max and errors of that interval
+    /// Report every SECS: operations/s, p50, p99, max and errors of that interval (hold: also how often each connection echoes a byte [default: 1s])
     #[arg(short, long, value_name = "SECS", value_parser = positive_secs)]
     pub interval: Option<Duration>,
 

@@ -136,6 +136,20 @@ pub fn defer_port_choice(socket: &socket2::Socket) {
     system::defer_port_choice(socket);
 }
 
+/// How many more memory mappings this process may make (Linux: `vm.max_map_count` less those
+/// it has), `None` where the system sets no such limit. Each thread takes about four (its stack
+/// and guard page, std's signal stack and its guard page); a thread started past the limit
+/// cannot map its signal stack, and std aborts the whole process.
+pub fn mappings_left() -> Option<u64> {
+    system::mappings_left()
+}
+
+/// Whether a non-blocking connect's error only says it is under way (Unix: `EINPROGRESS`;
+/// Windows: `WSAEWOULDBLOCK`).
+pub fn connect_in_progress(e: &io::Error) -> bool {
+    system::connect_in_progress(e)
+}
+
 /// Lets several listening sockets share one port (`SO_REUSEPORT`), where the system has it.
 pub fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
     system::set_reuse_port(socket)

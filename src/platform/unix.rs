@@ -305,3 +305,27 @@ pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<St
     }
     (certs, errors)
 }
+
+pub fn connect_in_progress(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINPROGRESS)
+}
+
+#[cfg(target_os = "linux")]
+pub fn mappings_left() -> Option<u64> {
+    let max: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let used = std::fs::read("/proc/self/maps")
+        .ok()?
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64;
+    Some(max.saturating_sub(used))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn mappings_left() -> Option<u64> {
+    None
+}

@@ -198,3 +198,11 @@ pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<St
     let errors = found.errors.iter().map(ToString::to_string).collect();
     (found.certs, errors)
 }
+
+pub fn connect_in_progress(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+pub fn mappings_left() -> Option<u64> {
+    None
+}

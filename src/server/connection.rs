@@ -233,6 +233,14 @@ impl Connection {
             stream.handshake(deadline, tls::client_hello)?;
             Ok(stream.with(|conn| (tls::session(conn), tls::peer_subject(conn))))
         };
+        // Past `HANDSHAKE_THREADS` at once (a flood of handshakes), here: each thread takes
+        // memory mappings, and one started past the system's limit aborts the process.
+        let threads = &self.shared.handshake_threads;
+        if threads.fetch_add(1, Ordering::Relaxed) >= super::HANDSHAKE_THREADS {
+            threads.fetch_sub(1, Ordering::Relaxed);
+            let result = shake();
+            return self.secured(stream, result);
+        }
         let result = thread::scope(|scope| {
             match thread::Builder::new()
                 .name("handshake".into())
@@ -247,6 +255,16 @@ impl Connection {
                 Err(_) => shake(),
             }
         });
+        threads.fetch_sub(1, Ordering::Relaxed);
+        self.secured(stream, result)
+    }
+
+    /// The handshake's outcome, for `handshake`.
+    fn secured(
+        &self,
+        stream: Box<tls::Stream<rustls::ServerConnection>>,
+        result: io::Result<(String, Option<String>)>,
+    ) -> Result<Secured, (String, Refusal)> {
         match result {
             Ok((session, subject)) => Ok(Secured {
                 stream,

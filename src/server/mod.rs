@@ -86,8 +86,9 @@ pub(crate) struct Summary {
 
 /// Binds, prints the `listening on` line, serves until a stop request, then drains; a
 /// deliberate second request calls `exit_now`.
-pub fn run(config: Config, exit_now: ExitNow) -> Result<()> {
+pub fn run(mut config: Config, exit_now: ExitNow) -> Result<()> {
     raise_open_files(config.max_connections);
+    config.max_connections = fit_to_mappings(config.max_connections, config.tls.is_some());
     let mut server = Server::bind(config)?;
     // Installed before the `listening on` line, so a signal sent as soon as it is read is handled.
     stop::on_stop_requests(server.stopper(), server.config.drain_delay, exit_now)?;
@@ -152,6 +153,63 @@ fn raise_open_files(max_connections: u64) {
     }
 }
 
+/// Memory mappings a thread takes.
+const MAPPINGS_PER_THREAD: u64 = 4;
+/// Mappings kept back for everything else: the heap's arenas, the other threads, libraries.
+const SPARE_MAPPINGS: u64 = 2048;
+/// TLS handshakes on threads of their own at once; more run on their connection's thread.
+pub(crate) const HANDSHAKE_THREADS: usize = 1024;
+
+/// `max_connections`, or fewer where the system's limit on memory mappings would be reached
+/// first (Linux: vm.max_map_count, 65,530 by default, some 16,000 threads): a thread started
+/// past it aborts the process, so clients wait in the listen queue instead, as at the
+/// connection limit.
+fn fit_to_mappings(max_connections: u64, tls: bool) -> u64 {
+    let (fits, left) = fit(max_connections, platform::mappings_left(), tls);
+    if fits < max_connections {
+        warn!(
+            "--max-connections {} exceeds what vm.max_map_count allows ({} memory mappings \
+             left, {} a thread): serving at most {} at once; raise it with sysctl -w \
+             vm.max_map_count=N",
+            thousands(max_connections),
+            thousands(left),
+            MAPPINGS_PER_THREAD,
+            thousands(fits)
+        );
+    }
+    fits
+}
+
+/// The connections that fit in `left` memory mappings (`None`: no limit), and `left`.
+fn fit(max_connections: u64, left: Option<u64>, tls: bool) -> (u64, u64) {
+    let Some(left) = left else {
+        return (max_connections, 0);
+    };
+    let handshakes = if tls { HANDSHAKE_THREADS as u64 } else { 0 };
+    let spare = SPARE_MAPPINGS + handshakes * MAPPINGS_PER_THREAD;
+    let fits = left.saturating_sub(spare) / MAPPINGS_PER_THREAD;
+    (max_connections.min(fits).max(1), left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_past_the_memory_mapping_limit_wait_instead_of_aborting() {
+        // Linux's default 65,530, less the few hundred a process starts with.
+        assert_eq!(fit(10_000, Some(65_000), false), (10_000, 65_000));
+        assert_eq!(fit(20_000, Some(65_000), false).0, (65_000 - 2048) / 4);
+        // With TLS, room for the handshakes' own threads too.
+        assert_eq!(
+            fit(20_000, Some(65_000), true).0,
+            (65_000 - 2048 - 4096) / 4
+        );
+        assert_eq!(fit(20_000, None, true).0, 20_000, "no limit");
+        assert_eq!(fit(20_000, Some(10), false).0, 1, "never none");
+    }
+}
+
 pub(crate) struct Server {
     listener: TcpListener,
     /// `--health-port`'s listener, until its thread takes it.
@@ -209,6 +267,8 @@ struct Shared {
     proxy_from: Vec<IpNet>,
     /// `--tls`: every connection begins with a TLS handshake.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Handshakes running on threads of their own (at most `HANDSHAKE_THREADS`).
+    handshake_threads: std::sync::atomic::AtomicUsize,
     datagrams: udp::Datagrams,
 }
 
@@ -235,6 +295,7 @@ impl Shared {
             warnings: RateLimit::default(),
             proxy_from,
             tls,
+            handshake_threads: std::sync::atomic::AtomicUsize::new(0),
             datagrams: udp::Datagrams::default(),
         }
     }

@@ -72,6 +72,13 @@ pub fn summary(report: &Report, options: &Options) -> Value {
             "handshake_us": latency_object(quantiles_micros(&t.handshake)),
         });
     }
+    if let Some(held) = report.held {
+        summary["hold"] = json!({
+            "opened": held.opened,
+            "opening_seconds": held.opening.as_secs_f64(),
+            "open_at_end": held.at_end,
+        });
+    }
     if options.udp.is_some() {
         let d = &t.datagrams;
         summary["udp"] = json!({
