@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -18,15 +18,12 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::IO_TIMEOUT;
-use super::modes::{Lag, Run};
+use super::modes::{Lag, Run, spread_source};
 use crate::platform;
 
 /// Connects in progress at once when no --rate paces them: more would overflow the server's
 /// queue of half-open connections, and a dropped SYN costs a second.
 const MAX_CONNECTING: usize = 256;
-/// Source addresses connections to a loopback server are spread over, where all of
-/// 127.0.0.0/8 is this host's: one address has some 28,000 ports.
-const SOURCES: u32 = 64;
 
 /// How `--mode hold` runs.
 #[derive(Debug, Clone, Copy)]
@@ -216,12 +213,9 @@ impl<'r, 'a> Holder<'r, 'a> {
         let addr = self.run.addr;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
-        if let SocketAddr::V4(v4) = addr
-            && v4.ip().is_loopback()
-            && platform::LOOPBACK_IS_A_NETWORK
-        {
+        // One source address has some 28,000 ports.
+        if let Some(source) = spread_source(addr, index as u32) {
             platform::defer_port_choice(&socket);
-            let source = Ipv4Addr::new(127, 0, 1, 1 + (index as u32 % SOURCES) as u8);
             socket.bind(&SocketAddr::from((source, 0)).into())?;
         }
         match socket.connect(&addr.into()) {

@@ -177,8 +177,19 @@ fn secure<'a>(run: &Run<'a>, worker: u32, stream: TcpStream) -> io::Result<Conn<
     Ok(Conn::new(Box::new(link), run.progress))
 }
 
-/// Source addresses that connect mode spreads its connections over, where it can.
+/// Source addresses bench spreads its connections (and UDP flows) over, where it can.
 const SOURCES: u32 = 64;
+
+/// Against a loopback server on a system where all of 127.0.0.0/8 is local, the `turn`th of
+/// `SOURCES` source addresses (127.0.1.1 to 127.0.1.64), each with ports of its own and each a
+/// peer of its own to a server that counts by address; `None` elsewhere.
+pub(super) fn spread_source(addr: SocketAddr, turn: u32) -> Option<Ipv4Addr> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    (v4.ip().is_loopback() && platform::LOOPBACK_IS_A_NETWORK)
+        .then(|| Ipv4Addr::new(127, 0, 1, 1 + (turn % SOURCES) as u8))
+}
 
 /// `open` for connect mode. Opening connections as fast as it can, bench closes first and
 /// leaves each connection's port in TIME_WAIT: tens of thousands of them, which the kernel's
@@ -186,15 +197,11 @@ const SOURCES: u32 = 64;
 /// server on a system where all of 127.0.0.0/8 is local, each connection comes from the next of
 /// `SOURCES` addresses, whose ports are searched apart, with the port picked at connect time.
 fn open_spread<'a>(run: &Run<'a>, worker: u32, turn: u32) -> io::Result<Conn<'a>> {
-    let SocketAddr::V4(v4) = run.addr else {
+    let Some(source) = spread_source(run.addr, turn) else {
         return open(run, worker);
     };
-    if !(v4.ip().is_loopback() && platform::LOOPBACK_IS_A_NETWORK) {
-        return open(run, worker);
-    }
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     platform::defer_port_choice(&socket);
-    let source = Ipv4Addr::new(127, 0, 1, 1 + (turn % SOURCES) as u8);
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     socket.connect_timeout(&run.addr.into(), IO_TIMEOUT)?;
     secure(run, worker, configure(socket.into())?)

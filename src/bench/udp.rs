@@ -13,18 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::modes::{Lag, Run};
+use super::modes::{Lag, Run, spread_source};
 use crate::echo;
-use crate::platform;
 
 /// The header: sequence number, due and sent times, 16 hex digits each.
 pub const HEADER: usize = 48;
 /// How often a receiving thread looks up from its wait to see whether the run is over.
 const LOOK_UP: Duration = Duration::from_millis(50);
-/// Source addresses that flows to a loopback server are spread over, where all of 127.0.0.0/8
-/// is this host's: each flow is then a peer of its own to the server, whose `--udp-rate` is
-/// per address.
-const SOURCES: u32 = 64;
 /// Room for bursts of replies in an open loop.
 const RECEIVE_BUFFER: usize = 4 << 20;
 
@@ -250,12 +245,11 @@ pub fn flow(run: &Run, worker: u32, options: UdpOptions) -> Lag {
 
 /// A socket connected to the server, from a source address of its own where it can be.
 fn open(run: &Run, worker: u32) -> io::Result<UdpSocket> {
-    let source: SocketAddr = match run.addr {
-        SocketAddr::V4(v4) if v4.ip().is_loopback() && platform::LOOPBACK_IS_A_NETWORK => {
-            (Ipv4Addr::new(127, 0, 2, 1 + (worker % SOURCES) as u8), 0).into()
-        }
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    // Each flow a peer of its own to the server's --udp-rate, where it can be.
+    let source: SocketAddr = match (run.addr, spread_source(run.addr, worker)) {
+        (_, Some(source)) => (source, 0).into(),
+        (SocketAddr::V4(_), None) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        (SocketAddr::V6(_), None) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let socket = UdpSocket::bind(source)?;
     let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER);

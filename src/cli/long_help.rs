@@ -221,7 +221,7 @@ later one's reply), the RFC 3550 jitter of the round trip (the mean of the flows
 gives it for one way), and goodput in MiB/s and Mbit/s (JSON: udp). A closed loop sends the
 next datagram when the reply comes or --udp-timeout passes. Loss is measured, not an error:
 --max-loss PCT makes more than PCT% lost exit 1. Against Linux loopback flows come from
-127.0.2.1 to 127.0.2.64, each a peer of its own to the server's --udp-rate.
+127.0.1.1 to 127.0.1.64, each a peer of its own to the server's --udp-rate.
 
 Hold: --mode hold opens -c connections (at --rate a second, or as fast as the server takes
 them) and holds them for --duration once all are open, each sending one byte every --interval
