@@ -119,6 +119,10 @@ pub fn is_listening(listener: &TcpListener) -> Option<bool> {
 /// Windows; not Linux), and so must be made blocking for its thread.
 pub const ACCEPTED_INHERITS_NONBLOCKING: bool = !cfg!(target_os = "linux");
 
+/// Whether an accepted socket inherits TCP_NODELAY and the keepalive settings from the
+/// listening socket (Linux), so that they are set once there, not on each connection.
+pub const ACCEPTED_INHERITS_OPTIONS: bool = cfg!(target_os = "linux");
+
 /// CPU time this process has used so far, user and system, where the system tells.
 pub fn cpu_time() -> Option<Duration> {
     system::cpu_time()

@@ -13,6 +13,7 @@ use socket2::{SockRef, TcpKeepalive};
 use super::{Phase, Shared};
 use crate::echo::{self, EchoError};
 use crate::numbers::thousands;
+use crate::platform;
 use crate::proxy::{self, Origin};
 use crate::stall;
 use crate::tls;
@@ -191,14 +192,11 @@ impl Connection {
         }
     }
 
-    /// Sets the socket up before anything is read: small replies (and a TLS handshake's last
-    /// flight) go out at once instead of waiting on Nagle for the peer's delayed ACK (~40 ms).
+    /// Sets the socket up before anything is read, where it did not inherit its options from
+    /// the listening socket (see `prepare_socket`).
     fn prepare(&self, settings: Settings) {
-        if let Err(e) = self.stream.set_nodelay(true) {
-            debug!("cannot turn Nagle's algorithm off: {e}");
-        }
-        if let Some(idle) = settings.keepalive {
-            keepalive(&self.stream, idle);
+        if !platform::ACCEPTED_INHERITS_OPTIONS {
+            prepare_socket(SockRef::from(&*self.stream), settings.keepalive);
         }
     }
 
@@ -322,10 +320,21 @@ impl Connection {
     }
 }
 
+/// Small replies (and a TLS handshake's last flight) go out at once instead of waiting on
+/// Nagle for the peer's delayed ACK (~40 ms), and keepalive finds peers that vanished. Set on
+/// each accepted socket, or once on the listening one where accepted sockets inherit them.
+pub(super) fn prepare_socket(socket: SockRef<'_>, keepalive_idle: Option<Duration>) {
+    if let Err(e) = socket.set_tcp_nodelay(true) {
+        debug!("cannot turn Nagle's algorithm off: {e}");
+    }
+    if let Some(idle) = keepalive_idle {
+        keepalive(socket, idle);
+    }
+}
+
 /// Turns keepalive on. Systems without a probe count (Windows before 10 1703, Wine) still get
 /// the idle time and the interval; a connection is never refused for want of keepalive.
-fn keepalive(stream: &TcpStream, idle: Duration) {
-    let socket = SockRef::from(stream);
+fn keepalive(socket: SockRef<'_>, idle: Duration) {
     let params = TcpKeepalive::new()
         .with_time(idle)
         .with_interval(KEEPALIVE_INTERVAL);

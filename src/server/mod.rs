@@ -397,6 +397,10 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .context("cannot read the listening address")?;
+        if platform::ACCEPTED_INHERITS_OPTIONS {
+            // Once here rather than five system calls a connection.
+            connection::prepare_socket(SockRef::from(&listener), config.keepalive);
+        }
         // Accepting waits beside the stop's waker (see `run`).
         listener
             .set_nonblocking(true)
