@@ -61,7 +61,7 @@ Operating limits: the server is meant to be left running.
   out of descriptors  a failed accept is logged at most once a second and retried after
                       100 ms, without spinning.
 A thread per connection (64 KiB stack, 512 KiB with --tls; kept 20 s for the next
-connection): about 14 KiB resident per idle connection, 27 KiB with TLS (each handshake runs
+connection): about 10 KiB resident per idle connection, 27 KiB with TLS (each handshake runs
 on a short-lived thread of its own, so what it frees goes back to the allocator).
 
 Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP (its terminal closed); on Windows Ctrl-C,
