@@ -93,6 +93,8 @@ struct Holder<'r, 'a> {
     /// Connects tried, including those that failed at once.
     tried: usize,
     started: Instant,
+    /// When `time_out` next looks over every connection.
+    next_scan: Instant,
     /// When the last connection opened (or failed to): the hold runs from then.
     all_open: Option<Instant>,
 }
@@ -108,6 +110,7 @@ impl<'r, 'a> Holder<'r, 'a> {
             connecting: 0,
             tried: 0,
             started: Instant::now(),
+            next_scan: Instant::now(),
             all_open: None,
         })
     }
@@ -348,10 +351,11 @@ impl<'r, 'a> Holder<'r, 'a> {
 
     /// Fails connections whose connect or echo takes longer than `IO_TIMEOUT`.
     fn time_out(&mut self, now: Instant) {
-        // A scan is cheap beside a poll every few milliseconds; once a second is enough.
-        if now.duration_since(self.started).as_millis() % 1000 > 20 {
+        // A scan of every connection, once a second, is enough for a 10 s limit.
+        if now < self.next_scan {
             return;
         }
+        self.next_scan = now + Duration::from_secs(1);
         for index in 0..self.conns.len() {
             let late = match self.conns[index].state {
                 State::Connecting { since } => now.duration_since(since) > IO_TIMEOUT,

@@ -211,17 +211,9 @@ fn check(expect: Expect, sent: &[u8], reply: &[u8]) -> Result<()> {
 /// answers. Fails if any reply is missing or wrong.
 fn lines(addrs: Vec<SocketAddr>, stdout: &File, expect: Expect, timeout: Duration) -> Result<()> {
     let mut input = BufReader::new(crate::platform::stdin().context("cannot open stdin")?);
-    let mut first = Vec::new();
-    if input
-        .read_until(b'\n', &mut first)
-        .context("cannot read stdin")?
-        == 0
-    {
+    let Some(first) = read_line(&mut input, 1)? else {
         return Ok(());
-    }
-    if first.len() > MAX_DATAGRAM {
-        return Err(too_long(first.len(), "line 1"));
-    }
+    };
     let mut tally = Tally::new(expect);
     tally.sent(&first);
     let (socket, reply, addr) = exchange_first(&addrs, &first, expect, timeout, 0)?;
@@ -245,16 +237,13 @@ fn lines(addrs: Vec<SocketAddr>, stdout: &File, expect: Expect, timeout: Duratio
             .context("cannot start the receiving thread")?
     };
     let sent = send_lines(&socket, addr, input, &tally);
-    tally
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .input_ended = Some(Instant::now());
+    lock(&tally).input_ended = Some(Instant::now());
     let received = receiver
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p));
     sent?;
     received?;
-    let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+    let tally = lock(&tally);
     tally.report()
 }
 
@@ -264,33 +253,42 @@ fn send_lines(
     mut input: BufReader<File>,
     tally: &Mutex<Tally>,
 ) -> Result<()> {
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = input
-            .read_until(b'\n', &mut line)
-            .context("cannot read stdin")?;
-        if n == 0 {
-            return Ok(());
-        }
-        if line.len() > MAX_DATAGRAM {
-            let number = tally
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .sent
-                .len()
-                + 1;
-            return Err(too_long(line.len(), &format!("line {number}")));
-        }
+    // Line 1 went with the first exchange.
+    for number in 2.. {
+        let Some(line) = read_line(&mut input, number)? else {
+            break;
+        };
         {
-            let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut tally = lock(tally);
             if tally.done {
-                return Ok(());
+                break;
             }
             tally.sent(&line);
         }
         socket.send(&line).map_err(|e| failed(e, addr))?;
     }
+    Ok(())
+}
+
+/// Line `number` of the input, its newline included; `None` at the end.
+fn read_line(input: &mut BufReader<File>, number: u64) -> Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    if input
+        .read_until(b'\n', &mut line)
+        .context("cannot read stdin")?
+        == 0
+    {
+        return Ok(None);
+    }
+    if line.len() > MAX_DATAGRAM {
+        return Err(too_long(line.len(), &format!("line {number}")));
+    }
+    Ok(Some(line))
+}
+
+fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    // Nothing panics holding it; a poisoned tally is still whole.
+    tally.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The receiving thread: prints and tallies replies until every datagram has its reply or
@@ -312,22 +310,19 @@ fn receive(
             Ok(n) => {
                 last = Instant::now();
                 let reply = &buf[..n];
-                tally
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .replied(reply);
+                lock(tally).replied(reply);
                 if let Output::Closed = write_out(stdout, reply)? {
-                    tally.lock().unwrap_or_else(PoisonError::into_inner).done = true;
+                    lock(tally).done = true;
                     return Ok(());
                 }
             }
             Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
-                tally.lock().unwrap_or_else(PoisonError::into_inner).done = true;
+                lock(tally).done = true;
                 return Err(failed(e, addr));
             }
         }
-        let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let tally = lock(tally);
         if let Some(ended) = tally.input_ended {
             let quiet = Instant::now().duration_since(ended.max(last));
             if tally.all_answered() || quiet >= timeout {

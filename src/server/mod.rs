@@ -113,7 +113,7 @@ pub fn run(mut config: Config, exit_now: ExitNow) -> Result<()> {
         health::serve(health, &server.shared)?;
     }
     if let (Some(socket), Some(options)) = (server.udp.take(), server.config.udp) {
-        server.udp_threads = udp::serve(socket, options, &server.shared, &server.waker)?;
+        server.udp_thread = Some(udp::serve(socket, options, &server.shared, &server.waker)?);
     }
     server.announce()?;
     let summary = server.serve();
@@ -214,9 +214,9 @@ pub(crate) struct Server {
     listener: TcpListener,
     /// `--health-port`'s listener, until its thread takes it.
     health: Option<TcpListener>,
-    /// `--udp`'s socket, until its threads take it; then the threads, to wait for at the end.
+    /// `--udp`'s socket, until its thread takes it; then the thread, to wait for at the end.
     udp: Option<UdpSocket>,
-    udp_threads: Vec<JoinHandle<()>>,
+    udp_thread: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
     config: Config,
     shared: Arc<Shared>,
@@ -431,7 +431,7 @@ impl Server {
             listener,
             health,
             udp,
-            udp_threads: Vec::new(),
+            udp_thread: None,
             local_addr,
             config,
             shared: Arc::new(Shared::new(proxy_from, tls)),
@@ -513,8 +513,8 @@ impl Server {
             .get()
             .map_or("stopped", String::as_str);
         info!("{why}: no longer accepting, stopping (send it again to exit at once)");
-        // The UDP threads saw the stop with the accept loop; their totals are final after this.
-        for thread in self.udp_threads {
+        // The UDP thread saw the stop with the accept loop; its totals are final after this.
+        if let Some(thread) = self.udp_thread {
             let _ = thread.join();
         }
         let mut summary = finish_connections(&self.shared, self.config.grace);

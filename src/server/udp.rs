@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -25,12 +25,6 @@ pub const MAX_DATAGRAM: usize = 65_507;
 
 /// The socket's buffers, each way.
 const BUFFER: usize = 4 << 20;
-/// Threads on the socket. Two, on 2 cores, answered a stream of datagrams up to 1.6x faster
-/// (150,000/s against 95,000/s) but sent a flow's replies out of order (0.5-2% of them at
-/// 150,000/s): bench would blame the network for what the server did. One thread answers rr
-/// traffic as fast as TCP (1 flow: 19,300/s against 18,700/s; 50 flows: 118,000/s against
-/// 80,000/s), and never reorders.
-const THREADS: usize = 1;
 
 /// Source ports never answered: the port a sender cannot have (0), and echo (7), daytime (13),
 /// qotd (17), chargen (19) and time (37), which answer anything, so that two such servers
@@ -171,13 +165,19 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Echoes on `socket` until the server stops, on `THREADS` threads.
+/// Echoes on `socket` until the server stops, on a thread of its own.
+///
+/// One thread, not several on the socket: two, on 2 cores, answered a stream of datagrams up
+/// to 1.6x faster (150,000/s against 95,000/s) but sent a flow's replies out of order (0.5-2%
+/// of them at 150,000/s): bench would blame the network for what the server did. One thread
+/// answers rr traffic as fast as TCP (1 flow: 19,300/s against 18,700/s; 50 flows: 118,000/s
+/// against 80,000/s), and never reorders.
 pub fn serve(
     socket: UdpSocket,
     options: UdpOptions,
     shared: &Arc<Shared>,
     waker: &Arc<Waker>,
-) -> Result<Vec<JoinHandle<()>>> {
+) -> Result<JoinHandle<()>> {
     let local = socket.local_addr().context("cannot read the UDP address")?;
     if !local.ip().is_loopback() {
         log::warn!(
@@ -189,27 +189,16 @@ pub fn serve(
         );
     }
     info!("UDP echo on {local}");
-    let socket = Arc::new(socket);
-    let peers = Arc::new(Mutex::new(Peers::new(options.rate)));
-    let mut threads = Vec::new();
-    for _ in 0..THREADS {
-        let (socket, shared, waker, peers) = (
-            Arc::clone(&socket),
-            Arc::clone(shared),
-            Arc::clone(waker),
-            Arc::clone(&peers),
-        );
-        let thread = thread::Builder::new()
-            .name("udp".into())
-            .spawn(move || echo_datagrams(&socket, &shared, &waker, &peers))
-            .context("cannot start the UDP threads")?;
-        threads.push(thread);
-    }
-    Ok(threads)
+    let (shared, waker) = (Arc::clone(shared), Arc::clone(waker));
+    let mut peers = Peers::new(options.rate);
+    thread::Builder::new()
+        .name("udp".into())
+        .spawn(move || echo_datagrams(&socket, &shared, &waker, &mut peers))
+        .context("cannot start the UDP thread")
 }
 
-/// One thread's loop: a datagram in, its echo out, until the server stops accepting.
-fn echo_datagrams(socket: &UdpSocket, shared: &Shared, waker: &Waker, peers: &Mutex<Peers>) {
+/// The loop: a datagram in, its echo out, until the server stops accepting.
+fn echo_datagrams(socket: &UdpSocket, shared: &Shared, waker: &Waker, peers: &mut Peers) {
     // Room for any datagram, IPv6's up to 65,527 bytes too: Windows fails a receive that
     // does not fit.
     let mut buf = vec![0u8; 1 << 16];
@@ -248,10 +237,7 @@ fn echo_datagrams(socket: &UdpSocket, shared: &Shared, waker: &Waker, peers: &Mu
         // As people write it (an IPv4 client of a dual-stack socket is `::ffff:a.b.c.d`), for
         // the log and the rate; the reply goes back to `from` as it came.
         let peer = SocketAddr::new(from.ip().to_canonical(), from.port());
-        let verdict = peers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(peer, Instant::now());
+        let verdict = peers.admit(peer, Instant::now());
         let why = match verdict {
             Verdict::Answer { new } => {
                 if new && shared.activity.new_peer() {
