@@ -23,8 +23,11 @@ use crate::tls;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 6;
 
-/// rustls' handshake needs well over 64 KiB of stack in a debug build.
-const HANDSHAKE_STACK: usize = 512 * 1024;
+/// rustls' handshake needs well over 64 KiB of stack in a debug build. More than four times a
+/// connection thread's: glibc hands a new thread a cached stack of an ended one up to four times
+/// its size, pages still resident, and a connection thread on a handshake's stack would keep
+/// the handshake's deep pages for as long as it lives. Untouched, the size costs nothing.
+const HANDSHAKE_STACK: usize = 4 * super::TLS_STACK_SIZE + 64 * 1024;
 
 /// How long a connection may take to send its PROXY protocol header, and then to complete its
 /// TLS handshake (from the same start).
@@ -97,31 +100,46 @@ impl Connection {
             },
             None => None,
         };
+        self.log_open(tls.as_ref());
+        let result = self.echo(settings, &mut first, tls.as_ref().map(|t| &*t.stream));
+        self.log_close(result, settings, started);
+    }
+
+    /// The open line. Its own frame, off the stack the echo runs on: formatting and the
+    /// log's key-values take a kilobyte, which every idle connection would otherwise keep a
+    /// page deeper (with TLS, the echo's deepest frame ends a few hundred bytes past two pages).
+    #[inline(never)]
+    fn log_open(&self, tls: Option<&Secured>) {
+        if !self.shared.activity.opened() {
+            return;
+        }
         let (id, who) = (self.id, Who(self.peer, self.via));
         // Formatted only for a line that is written, like the rest of it.
-        let proxy = self.via;
-        let via = move || proxy.map(|v| v.to_string());
-        if self.shared.activity.opened() {
-            match &tls {
-                None => info!(conn = id, peer:% = self.peer, via = via(); "#{id} {who}: connected"),
-                Some(Secured {
-                    session, subject, ..
-                }) => {
-                    let client = subject.as_ref().map(|s| format!(", client {s}"));
-                    info!(
-                        conn = id, peer:% = self.peer, via = via(), tls = session,
-                        client_cert = subject;
-                        "#{id} {who}: connected, {session}{}", client.unwrap_or_default()
-                    );
-                }
+        let via = self.via.map(|v| v.to_string());
+        match tls {
+            None => info!(conn = id, peer:% = self.peer, via = via; "#{id} {who}: connected"),
+            Some(Secured {
+                session, subject, ..
+            }) => {
+                let client = subject.as_ref().map(|s| format!(", client {s}"));
+                info!(
+                    conn = id, peer:% = self.peer, via = via, tls = session,
+                    client_cert = subject;
+                    "#{id} {who}: connected, {session}{}", client.unwrap_or_default()
+                );
             }
         }
-        let result = self.echo(settings, &mut first, tls.as_ref().map(|t| &*t.stream));
+    }
+
+    /// The close line, saying how the echo ended (its own frame, as `log_open`'s).
+    #[inline(never)]
+    fn log_close(&self, result: Result<(), EchoError>, settings: Settings, started: Instant) {
         let (level, reason) = if self.shared.phase() == Phase::Cutting {
             (Level::Info, "cut at shutdown".to_string())
         } else {
             describe(result, settings.idle_timeout)
         };
+        let (id, who) = (self.id, Who(self.peer, self.via));
         let (echoed, took) = (self.echoed, started.elapsed());
         // One unit for every duration, so lines compare at a glance (and ASCII). Formatted
         // only for a line that is written: most are not, at high connection rates or with -q.
@@ -135,10 +153,13 @@ impl Connection {
         // Counted either way, so the summary line knows of it.
         let routine_logged = self.shared.activity.closed(echoed);
         match level {
-            Level::Info if routine_logged => info!(
-                conn = id, peer:% = self.peer, via = via(), bytes = echoed,
-                duration_us = took.as_micros() as u64, reason:% = reason; "{}", line()
-            ),
+            Level::Info if routine_logged => {
+                let via = self.via.map(|v| v.to_string());
+                info!(
+                    conn = id, peer:% = self.peer, via = via, bytes = echoed,
+                    duration_us = took.as_micros() as u64, reason:% = reason; "{}", line()
+                );
+            }
             Level::Info => {}
             _ => {
                 self.shared
@@ -205,10 +226,13 @@ impl Connection {
     /// It runs on a thread of its own that ends with it, while this one waits. What the
     /// handshake frees (some 8 KiB, which glibc keeps in the freeing thread's cache) and its
     /// deep stack then go back to the allocator and the system, instead of staying with the
-    /// connection's thread for as long as the connection stays open: 10,000 idle TLS
-    /// connections took 27 KiB each so, 31 KiB with a reused handshake thread, 34 KiB with the
-    /// handshake on the connection's own thread. The thread's start costs some 10% of
-    /// handshakes/s.
+    /// connection's thread for as long as the connection stays open. Everything deep runs
+    /// there, the connection state's construction too (its kilobytes pass through the stack on
+    /// their way to the heap), so that this thread touches no more stack pages than a plain
+    /// connection's: 10,000 idle TLS connections took 19 KiB each so, 27 KiB with that frame
+    /// here (and 4 KiB more when this thread got an ended handshake thread's stack, see
+    /// `HANDSHAKE_STACK`), 31 KiB with a reused handshake thread, 34 KiB with the handshake on
+    /// this thread. The thread's start costs some 10% of handshakes/s.
     #[inline(never)]
     fn handshake(
         &self,
@@ -216,28 +240,13 @@ impl Connection {
         first: &[u8],
         deadline: Instant,
     ) -> Result<Secured, (String, Refusal)> {
-        let conn =
-            tls::accept(config).map_err(|e| (format!("cannot start TLS: {e}"), Refusal::Failed))?;
-        // On the heap: inline, its kilobyte and more would widen the frame every plain
-        // connection's thread touches.
-        let stream = Box::new(tls::Stream::new(
-            Arc::clone(&self.stream),
-            tls::Threads::One,
-            conn,
-            first,
-        ));
-        // What was negotiated is read there too: parsing a client certificate goes deep.
-        let shake = || {
-            stream.handshake(deadline, tls::client_hello)?;
-            Ok(stream.with(|conn| (tls::session(conn), tls::peer_subject(conn))))
-        };
+        let shake = || shake(config, &self.stream, first, deadline);
         // Past `HANDSHAKE_THREADS` at once (a flood of handshakes), here: each thread takes
         // memory mappings, and one started past the system's limit aborts the process.
         let threads = &self.shared.handshake_threads;
         if threads.fetch_add(1, Ordering::Relaxed) >= super::HANDSHAKE_THREADS {
             threads.fetch_sub(1, Ordering::Relaxed);
-            let result = shake();
-            return self.secured(stream, result);
+            return shake();
         }
         let result = thread::scope(|scope| {
             match thread::Builder::new()
@@ -254,27 +263,7 @@ impl Connection {
             }
         });
         threads.fetch_sub(1, Ordering::Relaxed);
-        self.secured(stream, result)
-    }
-
-    /// The handshake's outcome, for `handshake`.
-    fn secured(
-        &self,
-        stream: Box<tls::Stream<rustls::ServerConnection>>,
-        result: io::Result<(String, Option<String>)>,
-    ) -> Result<Secured, (String, Refusal)> {
-        match result {
-            Ok((session, subject)) => Ok(Secured {
-                stream,
-                session,
-                subject,
-            }),
-            Err(e) if !tls::is_tls(&e) && gone(&e) => Err((
-                "reset by peer during the TLS handshake".into(),
-                Refusal::PeerLeft,
-            )),
-            Err(e) => Err((tls::explain(&e), Refusal::Failed)),
-        }
+        result
     }
 
     /// The data path: socket → buffer → uppercase → socket, then our FIN after the peer's
@@ -317,6 +306,39 @@ impl Connection {
         // The peer may already be gone; its close was still a normal end.
         let _ = stream.shutdown(Shutdown::Write);
         Ok(())
+    }
+}
+
+/// A TLS handshake from start to end, with what it settled (for `Connection::handshake`).
+fn shake(
+    config: &Arc<rustls::ServerConfig>,
+    socket: &Arc<TcpStream>,
+    first: &[u8],
+    deadline: Instant,
+) -> Result<Secured, (String, Refusal)> {
+    let conn =
+        tls::accept(config).map_err(|e| (format!("cannot start TLS: {e}"), Refusal::Failed))?;
+    let stream = Box::new(tls::Stream::new(
+        Arc::clone(socket),
+        tls::Threads::One,
+        conn,
+        first,
+    ));
+    let result = stream.handshake(deadline, tls::client_hello).map(|()| {
+        // Parsing a client certificate goes deep too.
+        stream.with(|conn| (tls::session(conn), tls::peer_subject(conn)))
+    });
+    match result {
+        Ok((session, subject)) => Ok(Secured {
+            stream,
+            session,
+            subject,
+        }),
+        Err(e) if !tls::is_tls(&e) && gone(&e) => Err((
+            "reset by peer during the TLS handshake".into(),
+            Refusal::PeerLeft,
+        )),
+        Err(e) => Err((tls::explain(&e), Refusal::Failed)),
     }
 }
 

@@ -37,7 +37,7 @@ const STACK_SIZE: usize = 64 * 1024;
 /// With TLS: whatever a peer sends after the handshake (an alert, a renegotiation attempt)
 /// goes through rustls on this thread, which in a debug build takes more than 64 KiB; an
 /// overflow would end the whole process. Untouched, the extra costs no memory.
-const TLS_STACK_SIZE: usize = 512 * 1024;
+pub(crate) const TLS_STACK_SIZE: usize = 512 * 1024;
 
 /// How long a thread whose connection closed waits for another before exiting.
 const THREAD_KEEP_ALIVE: Duration = Duration::from_secs(20);
