@@ -20,7 +20,11 @@ const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = cli::parse();
-    let result = logger::init(log_level(&cli), cli.log_format).and_then(|()| dispatch(cli));
+    let writer = match cli.command {
+        Command::Server(_) => logger::Writer::Now,
+        _ => logger::Writer::OnFirstLine,
+    };
+    let result = logger::init(log_level(&cli), cli.log_format, writer).and_then(|()| dispatch(cli));
     logger::flush(LOG_FLUSH);
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,9 @@ struct QueueWriter {
     line: Vec<u8>,
     queue: SyncSender<Item>,
     counts: Arc<Counts>,
+    /// The queue's other end, until the first line starts the writer thread: a run that logs
+    /// nothing (a client in a shell pipe) starts no thread.
+    unstarted: Option<Receiver<Item>>,
 }
 
 #[derive(Default)]
@@ -59,6 +62,11 @@ impl Write for QueueWriter {
     /// env_logger writes each record whole and then flushes: one flush, one line.
     fn flush(&mut self) -> io::Result<()> {
         let line = std::mem::take(&mut self.line);
+        if self.start().is_err() {
+            // Out of threads: the line is lost, as when the queue is full.
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         // Counted before it is sent, so the writer never sees more taken out than put in.
         self.counts.queued.fetch_add(1, Ordering::Relaxed);
         if self.queue.try_send(Item::Line(line)).is_err() {
@@ -69,24 +77,59 @@ impl Write for QueueWriter {
     }
 }
 
-/// The only sender that outlives `init`, for `flush`.
+impl QueueWriter {
+    /// Starts the writer thread, unless it runs already.
+    fn start(&mut self) -> io::Result<()> {
+        let Some(lines) = self.unstarted.take() else {
+            return Ok(());
+        };
+        let counts = Arc::clone(&self.counts);
+        // The queue's end goes over once the thread runs: a failed start keeps it for the next.
+        let (handover, handed) = mpsc::channel();
+        let started = thread::Builder::new().name("log".into()).spawn(move || {
+            if let Ok(lines) = handed.recv() {
+                write_lines(&lines, &counts);
+            }
+        });
+        match started {
+            Ok(_) => {
+                let _ = handover.send(lines);
+                let _ = FLUSH.set(self.queue.clone());
+                Ok(())
+            }
+            Err(e) => {
+                self.unstarted = Some(lines);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The only sender that outlives `init`, for `flush`; set once the writer thread runs.
 static FLUSH: std::sync::OnceLock<SyncSender<Item>> = std::sync::OnceLock::new();
 
+/// When the writer thread starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// Now: a server must be able to log when it is out of threads.
+    Now,
+    /// With the first line: a short run that logs nothing starts no thread.
+    OnFirstLine,
+}
+
 /// Installs the logger at `level` (`RUST_LOG` overrides it), writing lines as `format` says,
-/// and starts the writer thread.
-pub fn init(level: LevelFilter, format: LogFormat) -> Result<()> {
+/// from a writer thread started when `writer` says.
+pub fn init(level: LevelFilter, format: LogFormat, writer: Writer) -> Result<()> {
     let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
-    let counts = Arc::new(Counts::default());
-    let writer = QueueWriter {
+    let mut writer_side = QueueWriter {
         line: Vec::with_capacity(256),
-        queue: queue.clone(),
-        counts: Arc::clone(&counts),
+        queue,
+        counts: Arc::new(Counts::default()),
+        unstarted: Some(lines),
     };
-    thread::Builder::new()
-        .name("log".into())
-        .spawn(move || write_lines(&lines, &counts))
-        .context("cannot start the log thread")?;
-    let _ = FLUSH.set(queue);
+    if writer == Writer::Now {
+        writer_side.start().context("cannot start the log thread")?;
+    }
     // env_logger decides colours from its target; ours is a pipe to it, so decide here.
     let style = if io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         WriteStyle::Always
@@ -99,7 +142,7 @@ pub fn init(level: LevelFilter, format: LogFormat) -> Result<()> {
         .format(move |buf, record| format::write(buf, record, style_of_lines))
         .parse_default_env()
         .write_style(style)
-        .target(env_logger::Target::Pipe(Box::new(writer)))
+        .target(env_logger::Target::Pipe(Box::new(writer_side)))
         .try_init()
         .context("cannot install the logger")
 }
