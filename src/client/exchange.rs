@@ -2,6 +2,7 @@
 //! reply to the output and checks it. Doing one after the other would deadlock once the data
 //! outgrows the socket buffers.
 
+use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc::RecvTimeoutError;
@@ -16,7 +17,7 @@ use super::check::{self, Expect, Outbox, ReplyCheck};
 use crate::link::Link;
 use crate::numbers::thousands;
 use crate::output::{Output, write_out};
-use crate::stall;
+use crate::{platform, stall};
 
 /// Large copies: one syscall moves a lot, and a pipe of gigabytes costs few of them.
 const COPY_BUF: usize = 256 * 1024;
@@ -37,6 +38,32 @@ pub enum Input<R> {
     Message(Vec<u8>),
     /// A stream read to its end (stdin).
     Stream(R),
+}
+
+impl Input<io::Chain<io::Cursor<Vec<u8>>, File>> {
+    /// `input` (stdin) as one message when all of it is already there and small enough to go
+    /// out without a thread (`printf hello |`, a short file); otherwise a stream, beginning with
+    /// what was read to find out. A person at a terminal, or a producer still writing, is
+    /// never waited for.
+    pub fn at_hand(mut input: File) -> io::Result<Self> {
+        let mut read = Vec::new();
+        while read.len() <= INLINE_MESSAGE && platform::ready_to_read(&input) {
+            let start = read.len();
+            read.resize(INLINE_MESSAGE + 1, 0);
+            let n = loop {
+                match input.read(&mut read[start..]) {
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            read.truncate(start + n.as_ref().map_or(0, |n| *n));
+            match n? {
+                0 => return Ok(Input::Message(read)),
+                _ => continue,
+            }
+        }
+        Ok(Input::Stream(io::Cursor::new(read).chain(input)))
+    }
 }
 
 /// Whether the reply was copied to the server's close (`true`) or stdout closed first (`false`).
@@ -178,7 +205,8 @@ fn server_closed(check: &ReplyCheck, sending: &Sending) -> Result<bool> {
         let idle = state
             .waiting_for_input
             .is_some_and(|since| since.elapsed() >= IDLE_INPUT);
-        if state.done || idle {
+        // Half-closed: everything was sent (the sender may not have said it is done yet).
+        if state.done || state.half_closed.is_some() || idle {
             return Ok(true);
         }
         drop(state);
@@ -360,5 +388,44 @@ impl<L: Link> Sender<L> {
         }
         self.shared
             .attempt(&*self.link, true, || self.link.finish());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `len` bytes, as stdin would be given with `<`.
+    fn input_of(len: usize, name: &str) -> (std::path::PathBuf, Vec<u8>) {
+        let path = std::env::temp_dir().join(format!("tcpdemo-{name}-{}", std::process::id()));
+        let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    #[test]
+    fn input_already_at_hand_goes_out_whole_without_a_thread() {
+        let (path, bytes) = input_of(INLINE_MESSAGE, "whole");
+        let input = Input::at_hand(File::open(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        match input {
+            Input::Message(message) => assert_eq!(message, bytes),
+            Input::Stream(_) => panic!("a short input that had ended was streamed"),
+        }
+    }
+
+    #[test]
+    fn longer_input_streams_and_loses_nothing_read_to_find_out() {
+        let (path, bytes) = input_of(3 * INLINE_MESSAGE + 7, "long");
+        let input = Input::at_hand(File::open(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        match input {
+            Input::Stream(mut stream) => {
+                let mut read = Vec::new();
+                stream.read_to_end(&mut read).unwrap();
+                assert_eq!(read, bytes);
+            }
+            Input::Message(_) => panic!("more than a message's worth went out as one"),
+        }
     }
 }

@@ -68,11 +68,13 @@ pub fn run(options: Options) -> Result<()> {
         send_proxy_header(&stream, version)?;
     }
     let stdout = platform::stdout().context("cannot open stdout")?;
+    // Only a message from the command line gets a newline after its reply (see below).
+    let is_message = options.message.is_some();
     let input = match options.message {
         Some(message) => exchange::Input::Message(message),
-        None => exchange::Input::Stream(platform::stdin().context("cannot open stdin")?),
+        None => exchange::Input::at_hand(platform::stdin().context("cannot open stdin")?)
+            .context("cannot read stdin")?,
     };
-    let is_message = matches!(input, exchange::Input::Message(_));
     let finished = match tls {
         None => exchange(stream, input, &stdout, options.timeout, options.expect)?,
         Some(client) => {

@@ -47,6 +47,12 @@ pub fn stdin() -> io::Result<File> {
     system::stdin()
 }
 
+/// Whether a read of `file` would return at once (data or its end). Windows says so only of
+/// disk files: its pipes and consoles cannot be polled.
+pub fn ready_to_read(file: &File) -> bool {
+    system::ready_to_read(file)
+}
+
 /// Standard output as an unbuffered `File` of its own: std's `Stdout` flushes per line.
 pub fn stdout() -> io::Result<File> {
     system::stdout()

@@ -38,6 +38,11 @@ pub fn stdin() -> io::Result<File> {
     Ok(File::from(io::stdin().as_handle().try_clone_to_owned()?))
 }
 
+pub fn ready_to_read(file: &File) -> bool {
+    // A disk file always is; pipes and consoles cannot be polled, so they are never said to be.
+    file.metadata().is_ok_and(|m| m.is_file())
+}
+
 pub fn stdout() -> io::Result<File> {
     Ok(File::from(io::stdout().as_handle().try_clone_to_owned()?))
 }
