@@ -156,8 +156,25 @@ impl Run<'_> {
 }
 
 fn open<'a>(run: &Run<'a>, worker: u32) -> io::Result<Conn<'a>> {
-    let stream = configure(TcpStream::connect_timeout(&run.addr, IO_TIMEOUT)?)?;
-    secure(run, worker, stream)
+    open_from(run, worker, None)
+}
+
+/// A connection from `source` (any port) or from wherever the system picks, set up as bench
+/// uses it: Nagle off, `IO_TIMEOUT` on reads and writes.
+fn open_from<'a>(run: &Run<'a>, worker: u32, source: Option<Ipv4Addr>) -> io::Result<Conn<'a>> {
+    let socket = Socket::new(
+        Domain::for_address(run.addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if let Some(source) = source {
+        platform::defer_port_choice(&socket);
+        socket.bind(&SocketAddr::from((source, 0)).into())?;
+    }
+    platform::connect(&socket, run.addr, IO_TIMEOUT)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    secure(run, worker, socket.into())
 }
 
 /// The connection as bench uses it: over TLS with `--tls`, the handshake timed and recorded.
@@ -197,21 +214,7 @@ pub(super) fn spread_source(addr: SocketAddr, turn: u32) -> Option<Ipv4Addr> {
 /// server on a system where all of 127.0.0.0/8 is local, each connection comes from the next of
 /// `SOURCES` addresses, whose ports are searched apart, with the port picked at connect time.
 fn open_spread<'a>(run: &Run<'a>, worker: u32, turn: u32) -> io::Result<Conn<'a>> {
-    let Some(source) = spread_source(run.addr, turn) else {
-        return open(run, worker);
-    };
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    platform::defer_port_choice(&socket);
-    socket.bind(&SocketAddr::from((source, 0)).into())?;
-    socket.connect_timeout(&run.addr.into(), IO_TIMEOUT)?;
-    secure(run, worker, configure(socket.into())?)
-}
-
-fn configure(stream: TcpStream) -> io::Result<TcpStream> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(stream)
+    open_from(run, worker, spread_source(run.addr, turn))
 }
 
 /// A write with `IO_TIMEOUT` that made no progress: named for what it means.
