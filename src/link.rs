@@ -9,7 +9,7 @@ use std::time::Duration;
 use log::debug;
 use rustls::ClientConnection;
 
-use crate::{stall, tls};
+use crate::{platform, stall, tls};
 
 pub trait Link: Send + Sync + 'static {
     /// The socket underneath, for timeouts and for ending the exchange.
@@ -49,6 +49,11 @@ impl Link for TcpStream {
 
     fn finish(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn send_last(&self, bytes: &[u8], timeout: Option<Duration>) -> io::Result<()> {
+        stall::write_all(platform::BeforeFin(self), bytes, timeout)?;
+        self.finish()
     }
 
     fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -154,6 +154,22 @@ pub fn mappings_left() -> Option<u64> {
     system::mappings_left()
 }
 
+/// The socket as written to by bytes that our FIN follows at once, so that they leave in one
+/// packet with it (Linux: `MSG_MORE` holds the last partial segment for the FIN, which then
+/// rides on it; elsewhere a plain write): one packet, and its handling on both sides, less a
+/// connection that sends once and half-closes.
+pub struct BeforeFin<'a>(pub &'a TcpStream);
+
+impl io::Write for BeforeFin<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        system::send_before_fin(self.0, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Linux bounds a blocking connect by the socket's write timeout (`SO_SNDTIMEO`).
 const CONNECT_OBEYS_WRITE_TIMEOUT: bool = cfg!(target_os = "linux");
 

@@ -142,6 +142,16 @@ pub fn defer_port_choice(socket: &socket2::Socket) {
 #[cfg(not(target_os = "linux"))]
 pub fn defer_port_choice(_socket: &socket2::Socket) {}
 
+#[cfg(target_os = "linux")]
+pub fn send_before_fin(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(stream).send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn send_before_fin(mut stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    stream.write(buf)
+}
+
 pub fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
     socket.set_reuse_port(true)
 }

@@ -204,6 +204,11 @@ pub fn system_roots() -> (Vec<rustls_pki_types::CertificateDer<'static>>, Vec<St
     (found.certs, errors)
 }
 
+pub fn send_before_fin(mut stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    use std::io::Write;
+    stream.write(buf)
+}
+
 pub fn connect_in_progress(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
