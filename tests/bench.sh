@@ -125,6 +125,8 @@ for _ in $(seq 100); do
 done
 
 results=$tmp/results
+# CPU a process used, in clock ticks of 10 ms.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 SERVERS=(tcpdemo std tokio socat)
 echo "bench: $ROUNDS rounds of ${DURATION}s per mode and server" >&2
 for round in $(seq "$ROUNDS"); do
@@ -134,10 +136,18 @@ for round in $(seq "$ROUNDS"); do
         # exiting) is measurably slower, and that must not always fall to the same server.
         for i in "${!SERVERS[@]}"; do
             name=${SERVERS[(i + round) % ${#SERVERS[@]}]}
+            before=$(cpu_ticks "${pid[$name]:-$$}")
             "$BIN" bench -H "$HOST" -p "${port[$name]}" --mode "$mode" --connections "$connections" \
-                --duration "$DURATION" --json |
-                python3 -c 'import json, sys; j = json.load(sys.stdin); print(*sys.argv[1:], j["operations_per_second"], j["received_mib_per_second"], j["latency_us"].get("p99", 0), j["errors"])' \
-                    "$name" "$mode" >>"$results"
+                --duration "$DURATION" --json >"$tmp/run.json"
+            ticks=$(($(cpu_ticks "${pid[$name]:-$$}") - before))
+            python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(*sys.argv[2:], j["operations_per_second"], j["received_mib_per_second"], j["latency_us"].get("p99", 0), j["errors"])' \
+                "$tmp/run.json" "$name" "$mode" >>"$results"
+            # Connect mode: the server's CPU per connection (socat's is spread over its forks)
+            # and bench's own, from the same run.
+            if [ "$mode" = connect ] && [ "$name" != socat ]; then
+                python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(sys.argv[2], "cpu", int(sys.argv[3]) * 1e4 / j["operations"], j["bench_cpu_us_per_operation"], 0, 0)' \
+                    "$tmp/run.json" "$name" "$ticks" >>"$results"
+            fi
         done
     done
     echo "  round $round done" >&2
@@ -146,7 +156,6 @@ done
 # Server CPU per connection at the default log level and with -q, from /proc (clock ticks of
 # 10 ms: a 3 s run of about 40,000 connections takes 1.5 s of CPU), and log lines per second.
 echo "log cost: connect mode against tcpdemo at the default log level and with -q" >&2
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for round in $(seq "$ROUNDS"); do
     for name in logged tcpdemo; do
         before=$(cpu_ticks "${pid[$name]}")
@@ -384,6 +393,7 @@ for line in open(results):
         continue
     ops, mib, p99, errors = figures
     rows.setdefault((mode, name), []).append((float(ops), float(mib), float(p99), int(errors)))
+cpu_runs = {name: rows.pop(("cpu", name)) for name in ("tcpdemo", "std", "tokio")}
 haproxy = {}
 for name in ("via-plain", "via-proxy"):
     runs = rows.pop(("haproxy", name))
@@ -410,6 +420,13 @@ for mode, label, i in [("rr", "rr, 50 conns x 64 B: requests/s", 0), ("rr", "rr,
 mem = {n: rows[("memory", n)][0][1] for n in ("tcpdemo", "tokio")}
 print(f"| resident KiB per idle connection (10,000 open) | {mem['tcpdemo']:.1f} | not measured | {mem['tokio']:.1f} | | | "
       f"{mem['tcpdemo'] / mem['tokio']:.2f}x | |")
+server_us = {n: statistics.median(r[0] for r in runs) for n, runs in cpu_runs.items()}
+bench_us = statistics.median(r[1] for r in cpu_runs["tcpdemo"])
+print(f"| server CPU per connection (us), connect mode, 4 workers | {server_us['tcpdemo']:.1f} | {server_us['std']:.1f} | "
+      f"{server_us['tokio']:.1f} | | {server_us['tcpdemo'] / server_us['std']:.2f}x | {server_us['tcpdemo'] / server_us['tokio']:.2f}x | |")
+print(f"| bench's own CPU per connection (us), against tcpdemo, vs tcpdemo's | {bench_us:.1f} | | | | | | |")
+print(f"\nbench's CPU per connection / the server's, against tcpdemo: {bench_us / server_us['tcpdemo']:.2f}x; "
+      "rr vs std round by round: " + ", ".join(f"{a[0] / b[0]:.2f}x" for a, b in zip(rows[("rr", "tcpdemo")], rows[("rr", "std")])))
 errors = {n: sum(r[3] for (m, k), rs in rows.items() if k == n and m != "memory" for r in rs) for n in ("tcpdemo", "std", "tokio", "socat")}
 print(f"\nerrors seen by bench: {errors}\n")
 p = [r["median"] for r in json.load(open(pipe))["results"]]
