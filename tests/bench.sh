@@ -13,8 +13,8 @@
 #   bash tests/bench.sh                  # about 13 minutes
 #   ROUNDS=5 DURATION=5 bash tests/bench.sh
 #
-# What the runs have shown (one shared 2-core AMD EPYC VM, Linux 6.18; the README keeps the main
-# table of the 2026-11-24 run, after issues 7 to 10):
+# What the runs have shown (one shared 2-core AMD EPYC VM, Linux 6.18; the README keeps the
+# tables of the last run, 2026-11-28):
 #
 # - The machine is noisy: the same command varies by 10% or more from run to run, so only
 #   ratios taken in one run mean much. Earlier full runs put tcpdemo at 0.99x-1.13x tokio on
@@ -27,7 +27,17 @@
 # - Through HAProxy 2.6 the PROXY protocol costs nothing measurable: 0.98x requests/s, p99
 #   1.08x, inside the run-to-run spread (39,078 vs 38,242 requests/s).
 # - The client checks every byte (about 80 ms of CPU per GiB) and is still faster than nc -N on
-#   a 1 GiB pipe: 0.72 s vs 0.97 s (0.74x); one-shot `client hello` 1.30 ms vs 1.23 ms.
+#   a 1 GiB pipe: 0.74 s vs 1.04 s (0.72x). One-shot, `printf hello | tcpdemo client` took
+#   1.22x-1.25x nc's time and `tcpdemo client hello` 1.08x-1.09x (1.54x and 1.19x before stdin
+#   that has ended went out without a sending thread and the log thread started with the first
+#   line: perf stat had shown 4.7 ms of CPU for the pipe, two threads and a 1 ms sleep); the rest
+#   is loading a 6 MB binary: a Rust hello-world takes 0.54-0.81 ms here.
+# - bench's CPU per connection in connect mode went from 43 us to 36 us (0.97x-0.98x the
+#   server's): a blocking connect under SO_SNDTIMEO instead of std's non-blocking round (four
+#   fcntl and a poll) and MSG_MORE, which sends the message with the FIN (8 packets, not 9).
+# - Stream: a 128 KiB echo buffer gave 1.21x tokio's echo (1.05x-1.11x at 64 KiB); 256 KiB
+#   no more. Writing one buffer with send instead of writev: rr +3% (noise), but the client's
+#   1 GiB pipe slower and more spread (0.75-1.07 s vs 0.71-0.88 s): not kept.
 # - The server's log costs nothing measurable: at 17,397 connections/s the default level logs
 #   4.3 lines/s (a burst's first 10, then a summary a second) and server CPU per connection is
 #   39.5 us vs 41.3 us with -q (0.96x; 37.5 us both in 8 alternating A/B runs). Before the
@@ -49,14 +59,27 @@
 #   buffer was 4 KiB on the stack once, a page of its own: 13.7 KiB. Setting TCP_NODELAY and
 #   keepalive on the listening socket (Linux: accepted sockets inherit them) took server CPU per
 #   connection from about 40 to 37 us. Keeping the TLS
-#   stream inline in the connection's frame once made that 17.8 KiB: it is boxed.
+#   stream inline in the connection's frame once made that 17.8 KiB: it is boxed. A thread's
+#   floor is about 9 KiB: two stack pages (the first holds glibc's thread descriptor and the
+#   static TLS), the DTV (336 bytes) and glibc's per-thread cache (656 bytes, made by the first
+#   free, which std's thread start always does); tokio's echo touches 9.1-9.4 KiB of its 64 KiB
+#   buffer and task. heaptrack: 352 bytes of the rest are the thread's start and registry entry.
+# - Server CPU per connection (36-39 us; the issue asks 25): perf puts about 40% of it in
+#   context switches and wake-ups (1.67 a connection: perf stat), the rest in the kernel's
+#   TCP; the server makes 7 system calls a connection. Threads blocked in accept themselves
+#   would save a hand-off (about 0.67 switches); not tried, for the stop and limit logic it
+#   would rework on three systems.
 # - TLS (2026-11-28): rr 0.83x-0.88x plain, stream 0.48x-0.52x (at 0.37x before the read
 #   buffer grew for bulk: strace showed 1 KiB recvfrom calls), handshakes 10x-12x socat's (a
 #   process per connection) and 1.00x-1.07x openssl s_server's under s_time. 10,000 idle TLS
 #   connections: 45 KiB each at first; 27.2 KiB (1.97x plain) once the handshake ran on a
 #   short-lived thread of its own, because glibc keeps what a thread frees in that thread's
-#   cache (GLIBC_TUNABLES=glibc.malloc.tcache_count=0 showed it; a reused handshake thread gave
-#   31.2 KiB). Resumed TLS 1.3 handshakes are only 1.28x-1.43x full ones: rustls resumes with
+#   cache (GLIBC_TUNABLES=glibc.malloc.tcache_count=0 showed it); 19.0 KiB (1.94x) once the
+#   connection thread touched two stack pages, not four (perf's page-fault addresses): glibc
+#   had handed connection threads the cached stacks of ended handshake threads, and the
+#   handshake's and the log lines' frames sat under the echo. A reused handshake thread (a pool)
+#   gave 12-18% more full handshakes/s and 37-40% more resumed TLS 1.2 ones, but 19.5 KiB
+#   (1.99x); not kept. Freeing the idle read buffer moved nothing: glibc keeps freed chunks. Resumed TLS 1.3 handshakes are only 1.28x-1.43x full ones: rustls resumes with
 #   psk_dhe_ke, an ECDHE each time; TLS 1.2 resumption 2.1x-2.4x, RSA-2048 2.5x-2.9x; bench's
 #   own CPU (100-300 us a connection) is half of what these runs spend. Sending a connection's
 #   last flight with its first data (4 writes a connection down to 2 each side) moved nothing.
