@@ -809,6 +809,25 @@ fn haproxy_terminates_reencrypts_and_sends_proxy_v2_over_tls() {
 }
 
 #[test]
+fn a_tcp_health_check_on_a_tls_port_is_a_routine_close_not_a_warning() {
+    // A load balancer's TCP check, `nc -z`: connect, then close without a byte.
+    let server = Server::start(&["--tls"]);
+    for _ in 0..3 {
+        drop(server.connect());
+    }
+    assert!(
+        server.log.wait_for_count(
+            ": closed, closed by peer during the TLS handshake",
+            3,
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log.text()
+    );
+    assert!(!server.log.text().contains("WARN"), "{}", server.log.text());
+}
+
+#[test]
 fn a_client_that_leaves_right_after_its_handshake_is_routine_not_a_warning() {
     // What `openssl s_time` and TLS health checks do: handshake, then a reset.
     let server = Server::start(&["--tls"]);

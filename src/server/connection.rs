@@ -334,10 +334,15 @@ fn shake(
             session,
             subject,
         }),
-        Err(e) if !tls::is_tls(&e) && gone(&e) => Err((
-            "reset by peer during the TLS handshake".into(),
-            Refusal::PeerLeft,
-        )),
+        // A TCP health check, a port scan, a client that gave up without an alert: routine, as
+        // a plain connection that closes at once is.
+        Err(e) if !tls::is_tls(&e) && (gone(&e) || e.kind() == ErrorKind::UnexpectedEof) => {
+            let how = if gone(&e) { "reset" } else { "closed" };
+            Err((
+                format!("{how} by peer during the TLS handshake"),
+                Refusal::PeerLeft,
+            ))
+        }
         Err(e) => Err((tls::explain(&e), Refusal::Failed)),
     }
 }

@@ -44,9 +44,6 @@ pub fn explain(e: &io::Error) -> String {
         }
         Some(other) => format!("TLS handshake failed: {other}"),
         None if e.kind() == ErrorKind::TimedOut => "no TLS handshake in time".into(),
-        None if e.kind() == ErrorKind::UnexpectedEof => {
-            "the client closed the connection during the TLS handshake".into()
-        }
         None => format!("TLS handshake failed: {e}"),
     }
 }
