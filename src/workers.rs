@@ -57,26 +57,41 @@ impl Workers {
             return Ok(());
         }
         drop(state);
-        // `spawn` drops its closure when it fails; the job waits beside it to be taken back.
-        let slot = Arc::new(Mutex::new(Some(job)));
-        let (theirs, shared) = (Arc::clone(&slot), Arc::clone(&self.shared));
-        let spawned = thread::Builder::new()
+        let shared = Arc::clone(&self.shared);
+        let builder = thread::Builder::new()
             .name("conn".into())
-            .stack_size(self.stack_size)
-            .spawn(move || {
-                let job = theirs.lock().unwrap_or_else(PoisonError::into_inner).take();
-                if let Some(job) = job {
-                    job();
-                }
-                shared.serve_until_idle();
-            });
-        match spawned {
-            Ok(_) => Ok(()),
-            Err(e) => match slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                Some(job) => Err((e, job)),
-                None => Ok(()),
-            },
+            .stack_size(self.stack_size);
+        spawn_with(builder, job, move |job| {
+            job();
+            shared.serve_until_idle();
+        })
+    }
+}
+
+/// Starts a thread that runs `run(payload)`. When the system refuses the thread, the payload
+/// comes back with the error, where `spawn` would drop it with its closure, so the caller can
+/// try again (an accepted connection, the log's queue).
+pub(crate) fn spawn_with<T: Send + 'static>(
+    builder: thread::Builder,
+    payload: T,
+    run: impl FnOnce(T) + Send + 'static,
+) -> Result<(), (io::Error, T)> {
+    let slot = Arc::new(Mutex::new(Some(payload)));
+    let theirs = Arc::clone(&slot);
+    let spawned = builder.spawn(move || {
+        let payload = theirs.lock().unwrap_or_else(PoisonError::into_inner).take();
+        // Not kept for the thread's life: a connection thread may live for days.
+        drop(theirs);
+        if let Some(payload) = payload {
+            run(payload);
         }
+    });
+    match spawned {
+        Ok(_) => Ok(()),
+        Err(e) => match slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(payload) => Err((e, payload)),
+            None => Ok(()),
+        },
     }
 }
 

@@ -50,19 +50,23 @@ impl Input<io::Chain<io::Cursor<Vec<u8>>, File>> {
         while read.len() <= INLINE_MESSAGE && platform::ready_to_read(&input) {
             let start = read.len();
             read.resize(INLINE_MESSAGE + 1, 0);
-            let n = loop {
-                match input.read(&mut read[start..]) {
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    other => break other,
-                }
-            };
-            read.truncate(start + n.as_ref().map_or(0, |n| *n));
-            match n? {
-                0 => return Ok(Input::Message(read)),
-                _ => continue,
+            let n = read_input(&mut input, &mut read[start..]);
+            read.truncate(start + *n.as_ref().unwrap_or(&0));
+            if n? == 0 {
+                return Ok(Input::Message(read));
             }
         }
         Ok(Input::Stream(io::Cursor::new(read).chain(input)))
+    }
+}
+
+/// One read of the input, retried when a signal interrupts it.
+fn read_input(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            other => return other,
+        }
     }
 }
 
@@ -359,12 +363,7 @@ impl<L: Link> Sender<L> {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             self.shared.lock().waiting_for_input = Some(Instant::now());
-            let read = loop {
-                match input.read(&mut buf) {
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    other => break other,
-                }
-            };
+            let read = read_input(&mut input, &mut buf);
             self.shared.lock().waiting_for_input = None;
             let n = match read {
                 Ok(n) => n,

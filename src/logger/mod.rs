@@ -22,6 +22,7 @@ use log::LevelFilter;
 
 use crate::cli::LogFormat;
 use crate::numbers::thousands;
+use crate::workers;
 use format::Style;
 
 mod format;
@@ -84,20 +85,14 @@ impl QueueWriter {
             return Ok(());
         };
         let counts = Arc::clone(&self.counts);
-        // The queue's end goes over once the thread runs: a failed start keeps it for the next.
-        let (handover, handed) = mpsc::channel();
-        let started = thread::Builder::new().name("log".into()).spawn(move || {
-            if let Ok(lines) = handed.recv() {
-                write_lines(&lines, &counts);
-            }
-        });
-        match started {
-            Ok(_) => {
-                let _ = handover.send(lines);
+        let builder = thread::Builder::new().name("log".into());
+        match workers::spawn_with(builder, lines, move |lines| write_lines(&lines, &counts)) {
+            Ok(()) => {
                 let _ = FLUSH.set(self.queue.clone());
                 Ok(())
             }
-            Err(e) => {
+            // A failed start keeps the queue's end for the next line to try again.
+            Err((e, lines)) => {
                 self.unstarted = Some(lines);
                 Err(e)
             }

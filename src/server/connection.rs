@@ -240,7 +240,7 @@ impl Connection {
         first: &[u8],
         deadline: Instant,
     ) -> Result<Secured, (String, Refusal)> {
-        let shake = || shake(config, &self.stream, first, deadline);
+        let shake = || secure(config, &self.stream, first, deadline);
         // Past `HANDSHAKE_THREADS` at once (a flood of handshakes), here: each thread takes
         // memory mappings, and one started past the system's limit aborts the process.
         let threads = &self.shared.handshake_threads;
@@ -310,7 +310,7 @@ impl Connection {
 }
 
 /// A TLS handshake from start to end, with what it settled (for `Connection::handshake`).
-fn shake(
+fn secure(
     config: &Arc<rustls::ServerConfig>,
     socket: &Arc<TcpStream>,
     first: &[u8],
