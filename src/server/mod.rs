@@ -26,7 +26,7 @@ use crate::addr;
 use crate::numbers::thousands;
 use crate::platform::{self, ServiceState, Waker};
 use crate::stop::ExitNow;
-use crate::workers::{Job, Workers};
+use crate::workers::Workers;
 use activity::{Activity, RateLimit, WARN_INTERVAL};
 use connection::{Connection, Settings};
 pub(crate) use stop::Stopper;
@@ -221,7 +221,7 @@ pub(crate) struct Server {
     config: Config,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
-    workers: Workers,
+    workers: Workers<(Connection, Settings)>,
     /// Out of threads: one warning a second however many connections wait for one.
     thread_warning: RateLimit,
 }
@@ -436,7 +436,11 @@ impl Server {
             config,
             shared: Arc::new(Shared::new(proxy_from, tls)),
             waker: Arc::new(Waker::new().context("cannot set up the stop")?),
-            workers: Workers::new(stack_size, THREAD_KEEP_ALIVE),
+            workers: Workers::new(
+                |(conn, settings)| conn.serve(settings),
+                stack_size,
+                THREAD_KEEP_ALIVE,
+            ),
             thread_warning: RateLimit::default(),
         })
     }
@@ -577,13 +581,13 @@ impl Server {
             keepalive: self.config.keepalive,
             proxy_protocol: self.config.proxy_protocol,
         };
-        self.start(Box::new(move || conn.serve(settings)));
+        self.start((conn, settings));
     }
 
     /// Runs `job` on a thread. Out of threads (a task limit such as systemd's TasksMax), the
     /// accepted connection waits here and the rest in the listen queue, as when out of
     /// descriptors, until a thread frees up or the server stops.
-    fn start(&self, mut job: Job) {
+    fn start(&self, mut job: (Connection, Settings)) {
         let mut refused: u64 = 0;
         while let Err((e, back)) = self.workers.execute(job) {
             job = back;
