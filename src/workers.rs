@@ -85,33 +85,6 @@ impl<T: Send + 'static> Workers<T> {
     }
 }
 
-/// Starts a thread that runs `run(payload)`. When the system refuses the thread, the payload
-/// comes back with the error, where `spawn` would drop it with its closure, so the caller can
-/// try again (an accepted connection, the log's queue).
-pub(crate) fn spawn_with<T: Send + 'static>(
-    builder: thread::Builder,
-    payload: T,
-    run: impl FnOnce(T) + Send + 'static,
-) -> Result<(), (io::Error, T)> {
-    let slot = Arc::new(Mutex::new(Some(payload)));
-    let theirs = Arc::clone(&slot);
-    let spawned = builder.spawn(move || {
-        let payload = theirs.lock().unwrap_or_else(PoisonError::into_inner).take();
-        // Not kept for the thread's life: a connection thread may live for days.
-        drop(theirs);
-        if let Some(payload) = payload {
-            run(payload);
-        }
-    });
-    match spawned {
-        Ok(_) => Ok(()),
-        Err(e) => match slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            Some(payload) => Err((e, payload)),
-            None => Ok(()),
-        },
-    }
-}
-
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Jobs run outside the lock, so a poisoned lock still guards consistent state.
