@@ -136,6 +136,8 @@ start tcpdemo "$BIN" server --port 0 -q --max-connections 15000
 start logged sh -c "exec '$BIN' server --port 0 --max-connections 15000 2>'$tmp/server.log'"
 start std "$PEERS/std-echo"
 start tokio "$PEERS/tokio-echo"
+start floor1 "$PEERS/floor-echo" 1
+start floor4 "$PEERS/floor-echo" 4
 
 # socat cannot report a port it picked, so take one the kernel just handed out and released.
 port[socat]=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -151,6 +153,21 @@ results=$tmp/results
 # CPU a process used, in clock ticks of 10 ms.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 SERVERS=(tcpdemo std tokio socat)
+# One bench run against a server, its figures appended to the results; in connect mode also the
+# server's CPU per connection (socat's is spread over its forks) and bench's own, from that run.
+measure() { # name mode connections
+    local name=$1 mode=$2 connections=$3 before ticks
+    before=$(cpu_ticks "${pid[$name]:-$$}")
+    "$BIN" bench -H "$HOST" -p "${port[$name]}" --mode "$mode" --connections "$connections" \
+        --duration "$DURATION" --json >"$tmp/run.json"
+    ticks=$(($(cpu_ticks "${pid[$name]:-$$}") - before))
+    python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(*sys.argv[2:], j["operations_per_second"], j["received_mib_per_second"], j["latency_us"].get("p99", 0), j["errors"])' \
+        "$tmp/run.json" "$name" "$mode" >>"$results"
+    if [ "$mode" = connect ] && [ "$name" != socat ]; then
+        python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(sys.argv[2], "cpu", int(sys.argv[3]) * 1e4 / j["operations"], j["bench_cpu_us_per_operation"], 0, 0)' \
+            "$tmp/run.json" "$name" "$ticks" >>"$results"
+    fi
+}
 echo "bench: $ROUNDS rounds of ${DURATION}s per mode and server" >&2
 for round in $(seq "$ROUNDS"); do
     for spec in "rr 50" "stream 1" "connect 4"; do
@@ -158,21 +175,13 @@ for round in $(seq "$ROUNDS"); do
         # Rotate who goes first: a run right after socat's connect mode (hundreds of processes
         # exiting) is measurably slower, and that must not always fall to the same server.
         for i in "${!SERVERS[@]}"; do
-            name=${SERVERS[(i + round) % ${#SERVERS[@]}]}
-            before=$(cpu_ticks "${pid[$name]:-$$}")
-            "$BIN" bench -H "$HOST" -p "${port[$name]}" --mode "$mode" --connections "$connections" \
-                --duration "$DURATION" --json >"$tmp/run.json"
-            ticks=$(($(cpu_ticks "${pid[$name]:-$$}") - before))
-            python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(*sys.argv[2:], j["operations_per_second"], j["received_mib_per_second"], j["latency_us"].get("p99", 0), j["errors"])' \
-                "$tmp/run.json" "$name" "$mode" >>"$results"
-            # Connect mode: the server's CPU per connection (socat's is spread over its forks)
-            # and bench's own, from the same run.
-            if [ "$mode" = connect ] && [ "$name" != socat ]; then
-                python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(sys.argv[2], "cpu", int(sys.argv[3]) * 1e4 / j["operations"], j["bench_cpu_us_per_operation"], 0, 0)' \
-                    "$tmp/run.json" "$name" "$ticks" >>"$results"
-            fi
+            measure "${SERVERS[(i + round) % ${#SERVERS[@]}]}" "$mode" "$connections"
         done
     done
+    # The floor of a connection's server CPU on this machine (connect mode only: floor1 serves
+    # one connection at a time).
+    measure floor1 connect 4
+    measure floor4 connect 4
     echo "  round $round done" >&2
 done
 
@@ -416,7 +425,7 @@ for line in open(results):
         continue
     ops, mib, p99, errors = figures
     rows.setdefault((mode, name), []).append((float(ops), float(mib), float(p99), int(errors)))
-cpu_runs = {name: rows.pop(("cpu", name)) for name in ("tcpdemo", "std", "tokio")}
+cpu_runs = {name: rows.pop(("cpu", name)) for name in ("tcpdemo", "std", "tokio", "floor1", "floor4")}
 haproxy = {}
 for name in ("via-plain", "via-proxy"):
     runs = rows.pop(("haproxy", name))
@@ -448,9 +457,13 @@ bench_us = statistics.median(r[1] for r in cpu_runs["tcpdemo"])
 print(f"| server CPU per connection (us), connect mode, 4 workers | {server_us['tcpdemo']:.1f} | {server_us['std']:.1f} | "
       f"{server_us['tokio']:.1f} | | {server_us['tcpdemo'] / server_us['std']:.2f}x | {server_us['tcpdemo'] / server_us['tokio']:.2f}x | |")
 print(f"| bench's own CPU per connection (us), against tcpdemo, vs tcpdemo's | {bench_us:.1f} | | | | | | |")
+print(f"\nThe floor of server CPU per connection here (tests/peers/src/bin/floor-echo.rs, same runs): "
+      f"one thread serving one connection at a time {server_us['floor1']:.1f} us, "
+      f"4 threads each blocked in accept (no hand-off, no thread start) {server_us['floor4']:.1f} us; "
+      f"tcpdemo / the 4-thread floor: {server_us['tcpdemo'] / server_us['floor4']:.2f}x")
 print(f"\nbench's CPU per connection / the server's, against tcpdemo: {bench_us / server_us['tcpdemo']:.2f}x; "
       "rr vs std round by round: " + ", ".join(f"{a[0] / b[0]:.2f}x" for a, b in zip(rows[("rr", "tcpdemo")], rows[("rr", "std")])))
-errors = {n: sum(r[3] for (m, k), rs in rows.items() if k == n and m != "memory" for r in rs) for n in ("tcpdemo", "std", "tokio", "socat")}
+errors = {n: sum(r[3] for (m, k), rs in rows.items() if k == n and m != "memory" for r in rs) for n in ("tcpdemo", "std", "tokio", "socat", "floor1", "floor4")}
 print(f"\nerrors seen by bench: {errors}\n")
 p = [r["median"] for r in json.load(open(pipe))["results"]]
 o = [r["median"] for r in json.load(open(oneshot))["results"]]
