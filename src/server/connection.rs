@@ -51,6 +51,7 @@ pub struct Connection {
     pub stream: Arc<TcpStream>,
     pub echoed: u64,
     pub shared: Arc<Shared>,
+    pub settings: Settings,
 }
 
 /// A connection after its TLS handshake, and what the handshake settled, for the open line.
@@ -83,8 +84,8 @@ impl std::fmt::Display for Who {
 }
 
 impl Connection {
-    pub fn serve(mut self, settings: Settings) {
-        let started = Instant::now();
+    pub fn serve(mut self) {
+        let (settings, started) = (self.settings, Instant::now());
         self.prepare(settings);
         let mut first = Vec::new();
         if settings.proxy_protocol {

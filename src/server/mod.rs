@@ -221,7 +221,7 @@ pub(crate) struct Server {
     config: Config,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
-    workers: Workers<(Connection, Settings)>,
+    workers: Workers<Connection>,
     /// Out of threads: one warning a second however many connections wait for one.
     thread_warning: RateLimit,
 }
@@ -436,11 +436,7 @@ impl Server {
             config,
             shared: Arc::new(Shared::new(proxy_from, tls)),
             waker: Arc::new(Waker::new().context("cannot set up the stop")?),
-            workers: Workers::new(
-                |(conn, settings)| conn.serve(settings),
-                stack_size,
-                THREAD_KEEP_ALIVE,
-            ),
+            workers: Workers::new(Connection::serve, stack_size, THREAD_KEEP_ALIVE),
             thread_warning: RateLimit::default(),
         })
     }
@@ -575,19 +571,19 @@ impl Server {
             stream,
             echoed: 0,
             shared: Arc::clone(&self.shared),
+            settings: Settings {
+                idle_timeout: self.config.idle_timeout,
+                keepalive: self.config.keepalive,
+                proxy_protocol: self.config.proxy_protocol,
+            },
         };
-        let settings = Settings {
-            idle_timeout: self.config.idle_timeout,
-            keepalive: self.config.keepalive,
-            proxy_protocol: self.config.proxy_protocol,
-        };
-        self.start((conn, settings));
+        self.start(conn);
     }
 
     /// Runs `job` on a thread. Out of threads (a task limit such as systemd's TasksMax), the
     /// accepted connection waits here and the rest in the listen queue, as when out of
     /// descriptors, until a thread frees up or the server stops.
-    fn start(&self, mut job: (Connection, Settings)) {
+    fn start(&self, mut job: Connection) {
         let mut refused: u64 = 0;
         while let Err((e, back)) = self.workers.execute(job) {
             job = back;
