@@ -14,7 +14,7 @@
 #   ROUNDS=5 DURATION=5 bash tests/bench.sh
 #
 # What the runs have shown (one shared 2-core AMD EPYC VM, Linux 6.18; the README keeps the
-# tables of the last run, 2026-11-28):
+# tables of the last run, 2026-11-29):
 #
 # - The machine is noisy: the same command varies by 10% or more from run to run, so only
 #   ratios taken in one run mean much. Earlier full runs put tcpdemo at 0.99x-1.13x tokio on
@@ -30,8 +30,10 @@
 #   a 1 GiB pipe: 0.74 s vs 1.04 s (0.72x). One-shot, `printf hello | tcpdemo client` took
 #   1.22x-1.25x nc's time and `tcpdemo client hello` 1.08x-1.09x (1.54x and 1.19x before stdin
 #   that has ended went out without a sending thread and the log thread started with the first
-#   line: perf stat had shown 4.7 ms of CPU for the pipe, two threads and a 1 ms sleep); the rest
-#   is loading a 6 MB binary: a Rust hello-world takes 0.54-0.81 ms here.
+#   line: perf stat had shown 4.7 ms of CPU for the pipe, two threads and a 1 ms sleep). Making
+#   the log's 128 KiB queue with its thread, not at start, took 43 of the pipe's 326 page faults
+#   (perf stat with the shell: 2.64 -> 2.48 ms, nc 2.30): 1.15x-1.17x since. The rest is loading
+#   a 6 MB binary: a Rust hello-world takes 0.54-0.85 ms here.
 # - bench's CPU per connection in connect mode went from 43 us to 36 us (0.97x-0.98x the
 #   server's): a blocking connect under SO_SNDTIMEO instead of std's non-blocking round (four
 #   fcntl and a poll) and MSG_MORE, which sends the message with the FIN (8 packets, not 9).
@@ -63,12 +65,22 @@
 #   floor is about 9 KiB: two stack pages (the first holds glibc's thread descriptor and the
 #   static TLS), the DTV (336 bytes) and glibc's per-thread cache (656 bytes, made by the first
 #   free, which std's thread start always does); tokio's echo touches 9.1-9.4 KiB of its 64 KiB
-#   buffer and task. heaptrack: 352 bytes of the rest are the thread's start and registry entry.
-# - Server CPU per connection (36-39 us; the issue asks 25): perf puts about 40% of it in
-#   context switches and wake-ups (1.67 a connection: perf stat), the rest in the kernel's
-#   TCP; the server makes 7 system calls a connection. Threads blocked in accept themselves
-#   would save a hand-off (about 0.67 switches); not tried, for the stop and limit logic it
-#   would rework on three systems.
+#   buffer and task. Jobs handed to connection threads as values through the workers' queue
+#   (no boxed closure, alive as long as its call; no slot allocated by the accept thread and
+#   freed into a connection thread's malloc cache): 9.82 -> 9.63 KiB with 10,000 fresh, 9.5 ->
+#   9.2-9.3 here (0.98x-0.99x tokio; 9.6 flat on hold.sh's ladder against tokio's 9.1-9.3).
+#   heaptrack, what is left a connection: DTV 336 B, std's thread handle, result packet and
+#   start closure 168 B, std's stack-overflow record of the thread about 100 B, a TLS
+#   destructor entry 32 B; unnamed threads would save 0.02 KiB.
+# - Server CPU per connection (35-37 us; the issue asks 25): floor-echo (tests/peers) shows
+#   the floor here, 21.5-21.7 us with one thread and no switches, 25.9-26.2 us with 4 threads
+#   blocked in accept, so 25 is out of reach of any thread per connection on this machine.
+#   tcpdemo makes 1.73 context switches a connection to floor-echo's 1.15 (perf stat: the
+#   accept thread's wake-up and the hand-off), and perf puts about 40% of its CPU in switches
+#   and wake-ups, the rest in the kernel's TCP. Threads blocked in accept themselves would save
+#   the hand-off, at best 1.41x -> 1.0x the 4-thread floor; not done: Linux can wake a blocked
+#   accept only by shutting the listener down, which resets the queued connections the stop
+#   serves, and the limit and out-of-threads logic would split by system.
 # - TLS (2026-11-28): rr 0.83x-0.88x plain, stream 0.48x-0.52x (at 0.37x before the read
 #   buffer grew for bulk: strace showed 1 KiB recvfrom calls), handshakes 10x-12x socat's (a
 #   process per connection) and 1.00x-1.07x openssl s_server's under s_time. 10,000 idle TLS
