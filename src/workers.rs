@@ -73,10 +73,9 @@ impl<T: Send + 'static> Workers<T> {
             .spawn(move || shared.serve_until_idle(false));
         match started {
             Ok(_) => Ok(()),
-            // The thread promised a job will never take one: one job too many is queued (not
-            // necessarily this one, if a thread took it meanwhile; jobs are alike).
-            // (There is one: every thread that takes a job was promised one, and this one never
-            // takes its own.)
+            // The thread that was promised a job will never take one, so one job too many is
+            // queued (there is one: only promised threads take jobs). It may not be this one, if
+            // another thread took it meanwhile; jobs are alike.
             Err(e) => match self.shared.lock().queue.pop_back() {
                 Some(job) => Err((e, job)),
                 None => Ok(()),
