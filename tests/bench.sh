@@ -77,10 +77,16 @@
 #   blocked in accept, so 25 is out of reach of any thread per connection on this machine.
 #   tcpdemo makes 1.73 context switches a connection to floor-echo's 1.15 (perf stat: the
 #   accept thread's wake-up and the hand-off), and perf puts about 40% of its CPU in switches
-#   and wake-ups, the rest in the kernel's TCP. Threads blocked in accept themselves would save
-#   the hand-off, at best 1.41x -> 1.0x the 4-thread floor; not done: Linux can wake a blocked
-#   accept only by shutting the listener down, which resets the queued connections the stop
-#   serves, and the limit and out-of-threads logic would split by system.
+#   and wake-ups, the rest in the kernel's TCP. A throwaway build with 4 threads blocked in
+#   accept, each serving what it accepts with tcpdemo's own connection code (no stop, no limit),
+#   took 31.1-31.4 us against 40.9-42.3 for the hand-off and 27.9-30.2 for floor-echo 4 (3
+#   alternating rounds on a slow hour): the hand-off is a quarter of the server's CPU, the rest
+#   of tcpdemo's own work about 5%. Not built: Linux wakes a blocked accept only by shutting the
+#   listener down, which resets the queued connections the stop serves; an epoll instance per
+#   waiting thread (EPOLLEXCLUSIVE) costs a descriptor each, halving the connections the
+#   open-file limit allows, or three system calls a connection if made and closed around each;
+#   one shared instance needs EPOLLONESHOT's re-arm or an edge-triggered hand-on; and macOS and
+#   Windows would keep the hand-off, so the stop, limit and out-of-threads paths would split.
 # - TLS (2026-11-28): rr 0.83x-0.88x plain, stream 0.48x-0.52x (at 0.37x before the read
 #   buffer grew for bulk: strace showed 1 KiB recvfrom calls), handshakes 10x-12x socat's (a
 #   process per connection) and 1.00x-1.07x openssl s_server's under s_time. 10,000 idle TLS
